@@ -1,0 +1,81 @@
+"""Hydra entry: ``python -m srscale [group=option ...] [key=value ...]`` (``-m`` for a sweep).
+
+Composes ``conf/`` over the typed schema, validates it, and hands the typed config to the pipeline.
+User errors (bad values, missing models or data) print one line and exit 2; a sweep goes on past a
+failing job and reports it at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def _jobdir(override_dirname: str) -> str:
+    """A job's directory name: its overrides (``lora=r8,model=tiny``), or ``default`` when none."""
+    name = override_dirname.replace("/", "_").replace(os.sep, "_")
+    return name if name else "default"
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("transformers", "datasets", "huggingface_hub", "mlflow", "alembic", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def main() -> None:
+    if not CONF_DIR.is_dir():
+        print(f"srscale: config directory {CONF_DIR} not found; install srscale from a checkout with "
+              "`pip install -e .`", file=sys.stderr)
+        sys.exit(2)
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from srscale.config import register_configs
+
+    if not OmegaConf.has_resolver("srscale_jobdir"):
+        OmegaConf.register_new_resolver("srscale_jobdir", _jobdir)
+    register_configs()
+    _quiet_libraries()
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def task(cfg: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from srscale.config import to_typed
+        from srscale.errors import SrscaleError
+
+        hc = HydraConfig.get()
+        overrides = ",".join(hc.overrides.task)
+        try:
+            typed = to_typed(cfg)
+            from srscale.pipeline import run_job
+            from srscale.tracking import ensure_store
+
+            ensure_store(typed.tracking)
+            summary = run_job(typed, overrides)
+        except SrscaleError as exc:
+            if hc.mode is not None and hc.mode.name == "MULTIRUN":
+                logging.getLogger("srscale").error("%s", exc)
+                raise
+            print(f"srscale: {exc}", file=sys.stderr)
+            sys.exit(2)
+        logging.getLogger("srscale").info(
+            "job done: %s (gate %s, %s iterations) in %s", typed.model.name, summary.get("gate_outcome"),
+            summary.get("iterations_completed"), typed.output_dir)
+
+    task()
+
+
+if __name__ == "__main__":
+    main()

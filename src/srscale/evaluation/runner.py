@@ -1,0 +1,132 @@
+"""Run the evaluations ``cfg.eval`` selects on one stage's model and log them (via the pipeline's Job).
+
+Stages: ``sft`` (M1), ``seed_dpo``, ``iter_<t>`` (the model after iteration t). Metrics are logged as
+``eval/<name>`` with the iteration as step. Each evaluation is independent: a failing one (a missing
+judge key, an unreachable endpoint, absent benchmark files) is logged as one line and tagged, and the
+others keep their results. Evaluation decoding is greedy so stages compare without sampling noise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from srscale.errors import SrscaleError
+from srscale.generation import SamplingParams, generate_texts, render_chat, user_turn
+from srscale.seed_data import SeedData, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+def reward_model_eval(model, tok, cfg, data: SeedData, out: Path, seed: int) -> dict[str, float]:
+    """Judge every held-out (prompt, response) once, greedily; compare with the gold scores."""
+    from srscale.evaluation.reward_metrics import reward_model_metrics
+    from srscale.pipeline import judge_items, scores_by_item
+
+    rows = data.eft_eval[: cfg.eval.max_items]
+    flat = [(r["prompt"], resp) for r in rows for resp in r["responses"]]
+    records = judge_items(model, tok, cfg, flat, samples=1, seed=seed, gate=None, desc="eval judge",
+                          temperature=0.0)
+    per = scores_by_item(records, len(flat), 1)
+    items, k = [], 0
+    for r in rows:
+        n = len(r["responses"])
+        items.append({"gold": r["gold"], "pred": [s[0] if s else None for s in per[k:k + n]]})
+        k += n
+    write_jsonl(out / "reward_model_judgments.jsonl", records)
+    metrics = reward_model_metrics(items)
+    return {f"rm/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+
+
+def task_accuracy_eval(model, tok, cfg, data: SeedData, out: Path, seed: int) -> dict[str, float]:
+    """Greedy answers to the held-out prompts, graded by the suite's checkers, overall and per family."""
+    from srscale.suite.families import grade
+
+    rows = data.heldout[: cfg.eval.max_items]
+    texts = [render_chat(tok, user_turn(r["prompt"])) for r in rows]
+    outs = generate_texts(model, tok, texts, SamplingParams(cfg.self_reward.max_new_tokens, 0.0),
+                          batch_size=cfg.self_reward.batch_size, seed=seed, desc="eval answers")
+    by_family: dict[str, list[float]] = defaultdict(list)
+    answers = []
+    for r, o in zip(rows, outs, strict=True):
+        g = grade(r["prompt"], o)
+        correct = g is not None and g >= 4
+        by_family[r.get("family") or "unknown"].append(float(correct))
+        answers.append({**r, "answer": o, "grade": g, "correct": correct})
+    write_jsonl(out / "heldout_answers.jsonl", answers)
+    allv = [v for vs in by_family.values() for v in vs]
+    metrics = {"task/accuracy": sum(allv) / len(allv) if allv else None,
+               "task/answer_len_chars": sum(len(a["answer"] or "") for a in answers) / max(1, len(answers))}
+    for fam, vs in by_family.items():
+        metrics[f"task/{fam}/accuracy"] = sum(vs) / len(vs)
+    return metrics
+
+
+def evaluate_stage(job, models, data: SeedData, model_dir: Path | None, stage: str, step: int) -> dict[str, Any]:
+    """Run the configured evaluations for ``stage`` (resumable: a finished stage is not redone)."""
+    from srscale.pipeline import mark_done, stage_record
+
+    cfg = job.cfg
+    out = job.dir(f"eval/{stage}")
+    rec = stage_record(out)
+    if rec is None:
+        loaded = models.load(model_dir)
+        metrics: dict[str, float] = {}
+        errors: dict[str, str] = {}
+        plan = []
+        if cfg.eval.reward_model and data.eft_eval:
+            plan.append(("reward_model", lambda: reward_model_eval(loaded.model, loaded.tokenizer, cfg, data, out,
+                                                                   cfg.seed)))
+        if cfg.eval.task_accuracy and data.verifiable and data.heldout:
+            plan.append(("task_accuracy", lambda: task_accuracy_eval(loaded.model, loaded.tokenizer, cfg, data,
+                                                                     out, cfg.seed)))
+        plan.extend(_optional_evals(cfg, loaded, out, stage, job.root))
+        for name, fn in plan:
+            try:
+                metrics.update(fn())
+            except SrscaleError as exc:
+                errors[name] = str(exc)
+                log.error("evaluation %s failed at stage %s: %s", name, stage, exc)
+        rec = mark_done(out, {"stage": stage, "step": step, "metrics": metrics, "errors": errors})
+        write_json(out / "metrics.json", metrics)
+    job.log_once(out, {f"eval/{k}": v for k, v in rec["metrics"].items() if v is not None}, step=step,
+                 artifacts=[(out, f"eval/{stage}")])
+    if rec["errors"]:
+        job.tracker.set_tags({f"eval_error.{k}.{stage}": v[:400] for k, v in rec["errors"].items()})
+    return rec
+
+
+def _optional_evals(cfg, loaded, out: Path, stage: str, root: Path) -> list:
+    """lm-eval, MT-Bench and head-to-head, when enabled (each may need files, a judge or network)."""
+    plan = []
+    if cfg.eval.lm_eval.enabled:
+        def lm():
+            from srscale.evaluation.lmeval import run_lm_eval
+
+            return {f"lm_eval/{k}": v for k, v in run_lm_eval(loaded.model, loaded.tokenizer, cfg.eval.lm_eval,
+                                                               out).items()}
+        plan.append(("lm_eval", lm))
+    if cfg.eval.mtbench.enabled:
+        def mt():
+            from srscale.evaluation.judges import make_judge
+            from srscale.evaluation.mtbench import run_mtbench
+            from srscale.generation import chat_fn
+
+            chat = chat_fn(loaded.model, loaded.tokenizer, batch_size=cfg.self_reward.batch_size)
+            judge = make_judge(cfg.eval.mtbench, chat=chat)
+            return run_mtbench(chat, judge, cfg.eval.mtbench, out / "mt_bench", model_id=stage)
+        plan.append(("mtbench", mt))
+    if cfg.eval.head_to_head.enabled:
+        def h2h():
+            from srscale.evaluation.h2h_stage import head_to_head_stage
+
+            return head_to_head_stage(cfg, loaded, out, stage, root)
+        plan.append(("head_to_head", h2h))
+    return plan
+
+
+def load_metrics(path: Path) -> dict:
+    return json.loads(path.read_text())

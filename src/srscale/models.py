@@ -1,0 +1,141 @@
+"""Load a model and its tokenizer for a job: the built-in tiny family, a hub id, or a local path.
+
+Every source ends in ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained``.
+Weights that are neither cached nor reachable raise one :class:`SrscaleError` line naming the model
+and how to provide it, never a traceback from inside huggingface_hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from srscale.config import LoraConfig, ModelConfig
+from srscale.errors import SrscaleError
+
+log = logging.getLogger(__name__)
+
+# For base models whose tokenizer has no chat template (TinyStories, Phi-1, Llama-2 base, ...).
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '### User:\n' + message['content'] + '\n\n' }}"
+    "{% else %}{{ '### Assistant:\n' + message['content'] + eos_token + '\n\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '### Assistant:\n' }}{% endif %}"
+)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SrscaleError("device=cuda but no CUDA device is visible; use device=auto or device=cpu")
+    return device
+
+
+def model_path(cfg: ModelConfig, cache_dir: str) -> str:
+    """Where the base weights come from: the built tiny model's directory, or the hub id / path."""
+    if cfg.source == "tiny":
+        from srscale.tinymodel import ensure_tiny_model
+
+        return str(ensure_tiny_model(cfg.name, cfg.tiny, cache_dir))
+    return str(cfg.hub_id)
+
+
+def _missing_model_error(cfg: ModelConfig, exc: Exception) -> SrscaleError:
+    hub_id = cfg.hub_id
+    if hub_id and (hub_id.startswith(("/", ".", "~")) or os.sep in hub_id and Path(hub_id).exists()):
+        return SrscaleError(f"model={cfg.name}: cannot load a model from the local path '{hub_id}' "
+                            f"({type(exc).__name__}); point model.hub_id at a directory made by save_pretrained")
+    home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+    return SrscaleError(
+        f"model={cfg.name}: weights for '{hub_id}' are not in the local cache ({home}) and the hub is "
+        f"unreachable; download them where there is network (huggingface-cli download {hub_id}) and set "
+        f"HF_HOME to that cache, or set model.hub_id=/path/to/local/copy")
+
+
+def load_tokenizer(cfg: ModelConfig, path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _missing_model_error(cfg, exc) from None
+    if not tok.chat_template:
+        tok.chat_template = cfg.chat_template or DEFAULT_CHAT_TEMPLATE
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # generation pads on the left; trainers set their own side
+    return tok
+
+
+def load_model(cfg: ModelConfig, path: str, device: str, adapter: str | Path | None = None,
+               trainable_adapter: bool = False):
+    """Load the base weights (and optionally a saved LoRA adapter) onto ``device``."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code,
+                    "dtype": _DTYPES[cfg.dtype]}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    if cfg.load_in_4bit:
+        if device != "cuda":
+            raise SrscaleError(f"model={cfg.name}: load_in_4bit needs a CUDA device (bitsandbytes); "
+                               "set model.load_in_4bit=false on CPU")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+    if cfg.device_map:
+        kwargs["device_map"] = cfg.device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        if "does not appear to have" in str(exc) or "not a valid" in str(exc) or cfg.source == "hub":
+            raise _missing_model_error(cfg, exc) from None
+        raise
+    if not cfg.device_map:
+        model.to(device)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
+    return model
+
+
+def lora_targets(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> list[str] | str:
+    targets = lora_cfg.target_modules or model_cfg.lora_targets
+    return "all-linear" if list(targets) == ["all-linear"] else list(targets)
+
+
+def peft_config(model_cfg: ModelConfig, lora_cfg: LoraConfig):
+    """The PEFT LoRA config for a job, or None for full fine-tuning."""
+    if not lora_cfg.enabled:
+        return None
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+                          target_modules=lora_targets(model_cfg, lora_cfg), task_type="CAUSAL_LM")
+
+
+def count_parameters(model) -> int:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return sum(p.numel() for p in base.parameters())
+
+
+def check_lora_targets(model, targets: list[str] | str) -> list[str]:
+    """Names of requested LoRA target modules that the model lacks (empty when all exist)."""
+    if targets == "all-linear":
+        return []
+    leaf_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    return [t for t in targets if t not in leaf_names]

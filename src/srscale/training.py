@@ -1,0 +1,192 @@
+"""SFT and DPO through TRL, with LoRA (PEFT) or full fine-tuning.
+
+Both take a model object and typed config, train, save to the directory they are given, and return
+the trained model with a :class:`TrainResult`. They never open the tracker: the pipeline passes a
+``log_fn(metrics, step)`` that a small callback feeds with the trainer's own log records, prefixed
+per stage. (TRL's built-in MLflow reporting logs unprefixed keys and the trainer arguments as
+params, which collide between the SFT and DPO trainers of one job's single MLflow run.)
+
+Assumptions: data are conversational (chat-template) rows; loss on completion tokens only for SFT;
+the DPO reference is whatever the policy is at the start of the call unless ``ref_model`` is given
+(with PEFT, TRL copies the loaded adapter into a frozen "ref" adapter; with full fine-tuning it
+reloads the weights from the directory the policy came from).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from srscale.config import DPOConfig as DPOSettings
+from srscale.config import SFTConfig as SFTSettings
+
+log = logging.getLogger(__name__)
+
+LogFn = Callable[[dict[str, float], int], None]
+
+# Paper: SFT lr 5.5e-6 decays to 1.1e-6 (ratio 0.2); DPO 1e-6 decays to 1e-7 (ratio 0.1).
+SFT_MIN_LR_RATIO = 0.2
+DPO_MIN_LR_RATIO = 0.1
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    runtime_s: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)  # every trainer log record
+
+    def series(self, key: str) -> list[float]:
+        return [rec[key] for rec in self.history if key in rec]
+
+    def last(self, key: str) -> float | None:
+        values = self.series(key)
+        return values[-1] if values else None
+
+    def mean(self, key: str) -> float | None:
+        values = self.series(key)
+        return sum(values) / len(values) if values else None
+
+
+class _Recorder(TrainerCallback):
+    """Keeps every numeric log record and forwards it, prefixed, to ``log_fn``."""
+
+    def __init__(self, result: TrainResult, prefix: str, log_fn: LogFn | None):
+        self.result, self.prefix, self.log_fn = result, prefix, log_fn
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        numeric = {k: float(v) for k, v in (logs or {}).items()
+                   if isinstance(v, (int, float)) and math.isfinite(float(v))}
+        if not numeric:
+            return
+        self.result.history.append({**numeric, "step": state.global_step})
+        if self.log_fn is not None:
+            self.log_fn({f"{self.prefix}/{_safe(k)}": v for k, v in numeric.items()}, state.global_step)
+
+
+def _safe(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in key)
+
+
+def _common_args(settings, output_dir: Path, seed: int, use_cpu: bool, bf16: bool, min_lr_ratio: float) -> dict:
+    scheduler = settings.lr_scheduler
+    kwargs = {}
+    if scheduler == "cosine" and min_lr_ratio > 0:
+        scheduler, kwargs = "cosine_with_min_lr", {"min_lr_rate": min_lr_ratio}
+    return dict(
+        output_dir=str(output_dir),
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type=scheduler,
+        lr_scheduler_kwargs=kwargs,
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum,
+        logging_steps=settings.logging_steps,
+        logging_first_step=True,
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        use_cpu=use_cpu,
+        bf16=bf16,
+        fp16=False,
+        dataloader_num_workers=0,
+        remove_unused_columns=True,
+    )
+
+
+def _to_chat(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    out = []
+    for r in rows:
+        rec = {"prompt": [{"role": "user", "content": r["prompt"]}]}
+        for k in keys:
+            rec[k] = [{"role": "assistant", "content": r[k]}]
+        out.append(rec)
+    return out
+
+
+def sft(model, tokenizer, rows: list[dict], settings: SFTSettings, *, peft_config, output_dir: Path,
+        max_length: int, seed: int = 0, log_fn: LogFn | None = None, bf16: bool = False):
+    """Supervised fine-tuning on ``{"prompt", "response"}`` rows; loss on the response tokens only.
+
+    Returns ``(model, TrainResult)``; the model is a ``PeftModel`` when ``peft_config`` is given.
+    Saves the adapter (or full weights) and the tokenizer to ``output_dir/model``.
+    """
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    use_cpu = not torch.cuda.is_available() or next(model.parameters()).device.type == "cpu"
+    tokenizer.padding_side = "right"
+    data = Dataset.from_list(_to_chat([{"prompt": r["prompt"], "completion": r["response"]} for r in rows],
+                                      ("completion",)))
+    args = SFTConfig(**_common_args(settings, output_dir / "trainer", seed, use_cpu, bf16, SFT_MIN_LR_RATIO),
+                     warmup_steps=settings.warmup_ratio, weight_decay=settings.weight_decay,
+                     max_length=max_length, completion_only_loss=settings.completion_only_loss,
+                     packing=False, dataset_num_proc=None)
+    result = TrainResult()
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                         peft_config=peft_config, callbacks=[_Recorder(result, "sft", log_fn)])
+    out = trainer.train()
+    result.steps, result.runtime_s = out.global_step, out.metrics.get("train_runtime", 0.0)
+    trained = trainer.model
+    save_model(trained, tokenizer, output_dir / "model")
+    tokenizer.padding_side = "left"
+    return trained, result
+
+
+def dpo(model, tokenizer, pairs: list[dict], settings: DPOSettings, *, output_dir: Path, max_length: int,
+        ref_model=None, peft_config=None, seed: int = 0, log_fn: LogFn | None = None, prefix: str = "dpo",
+        bf16: bool = False, epochs: float | None = None):
+    """DPO on ``{"prompt", "chosen", "rejected"}`` rows (sigmoid loss by default).
+
+    ``model`` may already carry a trainable adapter (iterative DPO continues it; TRL freezes a copy
+    as the reference); ``peft_config`` adds a fresh adapter to a plain model instead.
+    Saves to ``output_dir/model`` and returns ``(model, TrainResult)``.
+    """
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    use_cpu = not torch.cuda.is_available() or next(model.parameters()).device.type == "cpu"
+    common = _common_args(settings, output_dir / "trainer", seed, use_cpu, bf16, DPO_MIN_LR_RATIO)
+    if epochs is not None:
+        common["num_train_epochs"] = epochs
+    data = Dataset.from_list(_to_chat(pairs, ("chosen", "rejected")))
+    args = DPOConfig(**common, beta=settings.beta, loss_type=[settings.loss_type], max_length=max_length,
+                     truncation_mode="keep_start", dataset_num_proc=None)
+    result = TrainResult()
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=data,
+                         processing_class=tokenizer, peft_config=peft_config,
+                         callbacks=[_Recorder(result, prefix, log_fn)])
+    out = trainer.train()
+    result.steps, result.runtime_s = out.global_step, out.metrics.get("train_runtime", 0.0)
+    trained = trainer.model
+    if hasattr(trained, "peft_config") and "ref" in getattr(trained, "peft_config", {}):
+        trained.delete_adapter("ref")
+        trained.set_adapter("default")
+    save_model(trained, tokenizer, output_dir / "model")
+    tokenizer.padding_side = "left"
+    return trained, result
+
+
+def save_model(model, tokenizer, directory: Path) -> None:
+    """Save an adapter (PeftModel) or full weights, plus the tokenizer. Written to a temp dir, then moved."""
+    import shutil
+
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+
+
+def trainable_delta(before: dict[str, torch.Tensor], model) -> float:
+    """Largest absolute change of any trainable parameter since ``before`` (a name -> tensor snapshot)."""
+    named = dict(model.named_parameters())
+    return max(float((named[n].detach().cpu() - t).abs().max()) for n, t in before.items() if n in named)

@@ -16,7 +16,9 @@ Metrics come back flat as ``{"<task>/<metric>[.<filter>]": value}`` with srscale
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import math
 import random
 import re
@@ -74,12 +76,18 @@ def srscale_task_name(lm_eval_name: str) -> str:
     return _HUB_TO_SRSCALE.get(name, name)
 
 
-def task_manager(mode: str, data_dir: str | Path | None = None):
-    """lm-eval's TaskManager: built-in tasks (hub) or only srscale's local tasks with ``data_dir`` as metadata."""
+@functools.lru_cache(maxsize=1)
+def _hub_task_manager():
+    """lm-eval's full task index takes seconds to build: build it once per process."""
     from lm_eval.tasks import TaskManager
 
+    return TaskManager()
+
+
+def task_manager(mode: str, data_dir: str | Path | None = None):
+    """lm-eval's TaskManager: built-in tasks (hub) or only srscale's local tasks with ``data_dir`` as metadata."""
     if mode == "hub":
-        return TaskManager()
+        return _hub_task_manager()
     if not data_dir:
         raise SrscaleError(
             "eval.lm_eval.mode=local needs eval.lm_eval.data_dir=<folder laid out like shared/data "
@@ -88,6 +96,8 @@ def task_manager(mode: str, data_dir: str | Path | None = None):
     data_dir = Path(data_dir).expanduser()
     if not data_dir.is_dir():
         raise SrscaleError(f"eval.lm_eval.data_dir={data_dir} is not a folder")
+    from lm_eval.tasks import TaskManager
+
     return TaskManager(include_path=str(TASKS_DIR), include_defaults=False,
                        metadata={"data_dir": str(data_dir.resolve())})
 
@@ -162,6 +172,22 @@ def _preserved_state(model) -> Iterator[None]:
             model.train()
 
 
+class _DropCustomDatasetNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Custom kwargs can be passed to `--metadata`" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_custom_dataset_notice() -> Iterator[None]:
+    """lm-eval warns, once per task built from a custom loader, how to pass metadata on its CLI: noise here."""
+    logger, notice = logging.getLogger("lm_eval.api.task"), _DropCustomDatasetNotice()
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
+
+
 def run_lm_eval(
     model,
     tokenizer,
@@ -185,9 +211,9 @@ def run_lm_eval(
     if not names:
         raise SrscaleError("eval.lm_eval.tasks is empty: name at least one task")
     manager = task_manager(cfg.mode, cfg.data_dir)
-    tasks = load_tasks(names, manager, cfg.mode)
 
-    with _preserved_state(model):
+    with _preserved_state(model), _quiet_custom_dataset_notice():
+        tasks = load_tasks(names, manager, cfg.mode)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
         results = lm_eval.simple_evaluate(
             model=lm,

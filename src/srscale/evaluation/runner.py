@@ -83,7 +83,7 @@ def evaluate_stage(job, models, data: SeedData, model_dir: Path | None, stage: s
         if cfg.eval.task_accuracy and data.verifiable and data.heldout:
             plan.append(("task_accuracy", lambda: task_accuracy_eval(loaded.model, loaded.tokenizer, cfg, data,
                                                                      out, cfg.seed)))
-        plan.extend(_optional_evals(cfg, loaded, out, stage, job.root))
+        plan.extend(_optional_evals(cfg, loaded, out, stage, job.root, data))
         for name, fn in plan:
             try:
                 metrics.update(fn())
@@ -99,7 +99,28 @@ def evaluate_stage(job, models, data: SeedData, model_dir: Path | None, stage: s
     return rec
 
 
-def _optional_evals(cfg, loaded, out: Path, stage: str, root: Path) -> list:
+def _judge_chat(cfg, loaded):
+    """The chat callable a local judge uses: a separate model at ``local_judge_path``, else the stage's."""
+    from srscale.generation import chat_fn
+
+    path = cfg.eval.mtbench.local_judge_path
+    if not path:
+        return chat_fn(loaded.model, loaded.tokenizer, batch_size=cfg.self_reward.batch_size)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path).to(next(loaded.model.parameters()).device).eval()
+    except OSError as exc:
+        raise SrscaleError(f"local judge: cannot load a model from eval.mtbench.local_judge_path={path} "
+                           f"({type(exc).__name__}); point it at a directory made by save_pretrained") from None
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return chat_fn(model, tok, batch_size=cfg.self_reward.batch_size)
+
+
+def _optional_evals(cfg, loaded, out: Path, stage: str, root: Path, data: SeedData) -> list:
     """lm-eval, MT-Bench and head-to-head, when enabled (each may need files, a judge or network)."""
     plan = []
     if cfg.eval.lm_eval.enabled:
@@ -116,14 +137,19 @@ def _optional_evals(cfg, loaded, out: Path, stage: str, root: Path) -> list:
             from srscale.generation import chat_fn
 
             chat = chat_fn(loaded.model, loaded.tokenizer, batch_size=cfg.self_reward.batch_size)
-            judge = make_judge(cfg.eval.mtbench, chat=chat)
+            judge = make_judge(cfg.eval.mtbench, chat=_judge_chat(cfg, loaded) if cfg.eval.mtbench.judge == "local"
+                               else None)
             return run_mtbench(chat, judge, cfg.eval.mtbench, out / "mt_bench", model_id=stage)
         plan.append(("mtbench", mt))
     if cfg.eval.head_to_head.enabled:
         def h2h():
             from srscale.evaluation.h2h_stage import head_to_head_stage
 
-            return head_to_head_stage(cfg, loaded, out, stage, root)
+            from srscale.evaluation.judges import make_judge
+
+            judge = make_judge(cfg.eval.mtbench, chat=_judge_chat(cfg, loaded) if cfg.eval.mtbench.judge == "local"
+                               else None)
+            return head_to_head_stage(cfg, loaded, out, stage, root, data=data, judge=judge)
         plan.append(("head_to_head", h2h))
     return plan
 

@@ -148,7 +148,7 @@ def load_piqa(data_dir: str | None = None, **_: Any) -> datasets.DatasetDict:
     labels_path = data_file(data_dir, "piqa", LAYOUT["piqa"][1])
     docs = _read_jsonl(docs_path)
     labels = _read_labels(labels_path, len(docs), docs_path)
-    rows = [{"goal": d["goal"], "sol1": d["sol1"], "sol2": d["sol2"], "label": int(y)} for d, y in zip(docs, labels)]
+    rows = [{"goal": d["goal"], "sol1": d["sol1"], "sol2": d["sol2"], "label": int(y)} for d, y in zip(docs, labels, strict=True)]
     return _single("validation", rows)
 
 
@@ -159,7 +159,7 @@ def load_siqa(data_dir: str | None = None, **_: Any) -> datasets.DatasetDict:
     docs = _read_jsonl(docs_path)
     labels = _read_labels(labels_path, len(docs), docs_path)
     keys = ("context", "question", "answerA", "answerB", "answerC")
-    rows = [{**{k: d[k] for k in keys}, "label": y} for d, y in zip(docs, labels)]
+    rows = [{**{k: d[k] for k in keys}, "label": y} for d, y in zip(docs, labels, strict=True)]
     return _single("validation", rows)
 
 
@@ -190,7 +190,7 @@ def _read_mmlu_csv(path: Path, subject: str) -> list[dict[str, Any]]:
 def load_mmlu(data_dir: str | None = None, subject: str = "", **_: Any) -> datasets.DatasetDict:
     """One MMLU subject (hendrycks CSVs, no header) as cais/mmlu rows: test split + dev (few-shot) split."""
     splits = {}
-    for split, pattern in zip(("test", "dev"), LAYOUT["mmlu"]):
+    for split, pattern in zip(("test", "dev"), LAYOUT["mmlu"], strict=True):
         path = data_file(data_dir, "mmlu", pattern.replace("<subject>", subject))
         splits[split] = datasets.Dataset.from_list(_read_mmlu_csv(path, subject))
     return datasets.DatasetDict(splits)

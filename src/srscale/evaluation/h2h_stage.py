@@ -1,0 +1,65 @@
+"""Head-to-head evaluation of one stage: against the SFT model, the previous stage, and AlpacaEval references.
+
+Each stage answers the same prompts (the seed data's held-out prompts, else AlpacaEval instructions)
+greedily and keeps its answers in ``eval/<stage>/h2h_answers.jsonl``; later stages are compared with
+those files, judged in both orders (the paper's protocol). The judge is the one configured under
+``eval.mtbench`` (GPT-4, an OpenAI-compatible endpoint, or a local model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from srscale.seed_data import read_jsonl, write_json, write_jsonl
+
+
+def _stage_order(root: Path, stage: str) -> list[str]:
+    """Stages evaluated before ``stage`` (by directory), oldest first."""
+    names = ["sft", "seed_dpo"] + [f"iter_{t}" for t in range(1, 1000)]
+    if stage not in names:
+        return []
+    earlier = names[: names.index(stage)]
+    return [s for s in earlier if (root / "eval" / s / "h2h_answers.jsonl").exists()]
+
+
+def head_to_head_stage(cfg, loaded, out: Path, stage: str, root: Path, data=None, judge=None) -> dict[str, float]:
+    from srscale.evaluation.headtohead import alpaca_eval_winrate, answer_prompts, compare, load_alpaca_eval, spread
+    from srscale.evaluation.judges import make_judge
+    from srscale.evaluation.mtbench import judge_prompts_from_hub, load_judge_prompts
+    from srscale.generation import chat_fn
+
+    h = cfg.eval.head_to_head
+    chat = chat_fn(loaded.model, loaded.tokenizer, batch_size=cfg.self_reward.batch_size)
+    judge = judge or make_judge(cfg.eval.mtbench, chat=chat, setting="eval.mtbench")
+    mt = cfg.eval.mtbench
+    prompts_table = load_judge_prompts(mt.judge_prompts_file) if mt.judge_prompts_file else judge_prompts_from_hub()
+
+    if data is not None and data.heldout:
+        prompts = [r["prompt"] for r in data.heldout[: h.max_prompts]]
+    elif h.alpaca_eval_file:
+        prompts = [r["instruction"] for r in spread(load_alpaca_eval(h.alpaca_eval_file), h.max_prompts)]
+    else:
+        prompts = []
+    metrics: dict[str, float] = {}
+    if prompts:
+        answers = answer_prompts(chat, prompts, h.max_new_tokens)
+        write_jsonl(out / "h2h_answers.jsonl", [{"prompt": p, "answer": a} for p, a in zip(prompts, answers)])
+        earlier = _stage_order(root, stage)
+        targets = {"vs_sft": "sft" if "sft" in earlier else None,
+                   "vs_previous": earlier[-1] if earlier else None}
+        for label, other in targets.items():
+            if other is None:
+                continue
+            theirs = {r["prompt"]: r["answer"] for r in read_jsonl(root / "eval" / other / "h2h_answers.jsonl")}
+            common = [(p, a, theirs[p]) for p, a in zip(prompts, answers) if p in theirs]
+            if not common:
+                continue
+            res = compare(judge, [c[0] for c in common], [c[1] for c in common], [c[2] for c in common],
+                          prompts_table, max_tokens=mt.judge_max_tokens)
+            write_json(out / f"h2h_{label}.json", {"against": other, **res.metrics(f"h2h/{label}")})
+            metrics.update(res.metrics(f"h2h/{label}"))
+    if h.alpaca_eval_file:
+        res = alpaca_eval_winrate(judge, chat, h.alpaca_eval_file, h.max_prompts, max_new_tokens=h.max_new_tokens,
+                                  judge_prompts=prompts_table, judge_max_tokens=mt.judge_max_tokens)
+        metrics.update(res.metrics("h2h/alpaca_eval"))
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+REPO_DIR = Path(__file__).resolve().parents[2]
+CONF_DIR = REPO_DIR / "conf"
 
 
 def _jobdir(override_dirname: str) -> str:
@@ -45,6 +46,8 @@ def main() -> None:
 
     if not OmegaConf.has_resolver("srscale_jobdir"):
         OmegaConf.register_new_resolver("srscale_jobdir", _jobdir)
+    if not OmegaConf.has_resolver("srscale_repo"):
+        OmegaConf.register_new_resolver("srscale_repo", lambda: str(REPO_DIR))
     register_configs()
     _quiet_libraries()
 

@@ -98,6 +98,16 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     return fast
 
 
+def _default_eval_prompts() -> list[str]:
+    """Held-out prompts of the default suite (data.seed, data.sizes defaults): kept out of pretraining."""
+    from srscale.config import DataConfig
+    from srscale.suite.build import build_suite
+
+    data = DataConfig()
+    suite = build_suite(data.sizes, seed=data.seed, judge_template="{prompt} {response}")
+    return [r["prompt"] for split in (suite.heldout, suite.eft_eval, suite.probe, suite.seed_prompts) for r in split]
+
+
 def build_tiny_model(arch: TinyArchConfig, out: Path) -> None:
     """Corpus -> tokenizer -> Llama model -> brief causal-LM pretraining -> ``save_pretrained(out)``."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -105,7 +115,7 @@ def build_tiny_model(arch: TinyArchConfig, out: Path) -> None:
     from srscale.suite.build import pretrain_corpus
 
     torch.manual_seed(arch.seed)
-    texts = pretrain_corpus(arch.corpus_examples, seed=arch.seed)
+    texts = pretrain_corpus(arch.corpus_examples, seed=arch.seed, exclude=_default_eval_prompts())
     tokenizer = train_tokenizer(texts, arch.vocab_size)
     config = LlamaConfig(
         vocab_size=len(tokenizer),

@@ -62,10 +62,10 @@ class TinyArchConfig:
     max_position_embeddings: int = 1024
     # Pretraining on the project's own corpus (no judge-format text in it).
     corpus_examples: int = 6000
-    pretrain_steps: int = 300
+    pretrain_steps: int = 150
     pretrain_lr: float = 3e-3
-    pretrain_batch_size: int = 16
-    pretrain_seq_len: int = 256
+    pretrain_batch_size: int = 32
+    pretrain_seq_len: int = 128
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -34,6 +34,19 @@ def user_turn(prompt: str) -> list[dict]:
     return [{"role": "user", "content": prompt}]
 
 
+# End-of-turn markers of common chat templates; generation stops on whichever the tokenizer has.
+END_OF_TURN_TOKENS = ("<|end|>", "<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>")
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """The eos id plus any end-of-turn token the vocabulary holds (ChatML and Llama-3 end turns
+    with a token other than eos)."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab and vocab[t] not in ids]
+    return ids
+
+
 @torch.no_grad()
 def generate_texts(model, tokenizer, texts: Sequence[str], params: SamplingParams, *, batch_size: int = 32,
                    seed: int = 0, desc: str = "generate", on_batch: Callable[[list[int], list[str]], bool] | None = None,
@@ -66,7 +79,7 @@ def generate_texts(model, tokenizer, texts: Sequence[str], params: SamplingParam
             # whatever ran before.
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
             kwargs = {"max_new_tokens": params.max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
-                      "eos_token_id": tokenizer.eos_token_id}
+                      "eos_token_id": stop_token_ids(tokenizer)}
             if params.greedy:
                 kwargs["do_sample"] = False
             else:

@@ -39,12 +39,17 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def model_path(cfg: ModelConfig, cache_dir: str) -> str:
-    """Where the base weights come from: the built tiny model's directory, or the hub id / path."""
+def model_path(cfg: ModelConfig, cache_dir: str, judge_template: str | None = None) -> str:
+    """Where the base weights come from: the built tiny model's directory, or the hub id / path.
+
+    For the tiny family the judge template joins the tokenizer's training text (never the model's
+    pretraining corpus), so the rubric costs few tokens.
+    """
     if cfg.source == "tiny":
         from srscale.tinymodel import ensure_tiny_model
 
-        return str(ensure_tiny_model(cfg.name, cfg.tiny, cache_dir))
+        extra = (judge_template,) if judge_template else ()
+        return str(ensure_tiny_model(cfg.name, cfg.tiny, cache_dir, extra))
     return str(cfg.hub_id)
 
 
@@ -60,15 +65,32 @@ def _missing_model_error(cfg: ModelConfig, exc: Exception) -> SrscaleError:
         f"HF_HOME to that cache, or set model.hub_id=/path/to/local/copy")
 
 
+def _offline_kwargs(cfg: ModelConfig, path: str) -> dict:
+    """``local_files_only=True`` when a hub id must come from the cache because the hub is unreachable
+    (checked in about a second), so a missing model fails at once instead of after minutes of retries."""
+    if cfg.source != "hub" or Path(path).expanduser().exists():
+        return {}
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return {"local_files_only": True}
+    from huggingface_hub import constants
+
+    from srscale.data_sources import hub_reachable
+
+    return {} if hub_reachable(constants.ENDPOINT) else {"local_files_only": True}
+
+
 def load_tokenizer(cfg: ModelConfig, path: str):
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
+                                            **_offline_kwargs(cfg, path))
     except (OSError, ValueError) as exc:
         raise _missing_model_error(cfg, exc) from None
-    if not tok.chat_template:
-        tok.chat_template = cfg.chat_template or DEFAULT_CHAT_TEMPLATE
+    if cfg.chat_template:  # an explicit template wins (base models may ship untrained chat tokens)
+        tok.chat_template = cfg.chat_template
+    elif not tok.chat_template:
+        tok.chat_template = DEFAULT_CHAT_TEMPLATE
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"  # generation pads on the left; trainers set their own side
@@ -81,7 +103,7 @@ def load_model(cfg: ModelConfig, path: str, device: str, adapter: str | Path | N
     from transformers import AutoModelForCausalLM
 
     kwargs: dict = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code,
-                    "dtype": _DTYPES[cfg.dtype]}
+                    "dtype": _DTYPES[cfg.dtype], **_offline_kwargs(cfg, path)}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.load_in_4bit:
@@ -90,6 +112,10 @@ def load_model(cfg: ModelConfig, path: str, device: str, adapter: str | Path | N
                                "set model.load_in_4bit=false on CPU")
         from transformers import BitsAndBytesConfig
 
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise SrscaleError(f"model={cfg.name}: load_in_4bit needs bitsandbytes; pip install -e '.[gpu]'") from None
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16)
@@ -129,8 +155,8 @@ def peft_config(model_cfg: ModelConfig, lora_cfg: LoraConfig):
 
 
 def count_parameters(model) -> int:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return sum(p.numel() for p in base.parameters())
+    """Parameters of the base model (LoRA adapter weights excluded)."""
+    return sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
 
 
 def check_lora_targets(model, targets: list[str] | str) -> list[str]:

@@ -236,7 +236,7 @@ def _run(job: Job, overrides: str) -> dict:
 
     data = stage_data(job)
     device = resolve_device(cfg.device)
-    base_path = model_path(cfg.model, cfg.cache_dir)
+    base_path = model_path(cfg.model, cfg.cache_dir, cfg.judge.template)
     models = Models(cfg, base_path, device)
 
     m1 = stage_sft(job, models, data)
@@ -345,7 +345,8 @@ def stage_sft(job: Job, models: Models, data: SeedData) -> Path | None:
         loaded = models.load(None, trainable=True)
         _, result = sft(loaded.model, loaded.tokenizer, rows, cfg.train.sft,
                         peft_config=peft_config(cfg.model, cfg.lora), output_dir=d,
-                        max_length=cfg.model.max_length, seed=cfg.seed, bf16=_bf16(cfg))
+                        max_length=cfg.model.max_length, seed=cfg.seed, bf16=_bf16(cfg),
+                        gradient_checkpointing=cfg.model.gradient_checkpointing)
         models.drop()
         losses = [(int(r["step"]), r["loss"]) for r in result.history if "loss" in r]
         rec = mark_done(d, {"steps": result.steps, "runtime_s": result.runtime_s, "examples": len(rows),
@@ -418,7 +419,8 @@ def _dpo(job: Job, models: Models, policy_dir: Path | None, ref_dir: Path | None
         ref = models.reference(ref_dir)
     _, result = dpo(loaded.model, loaded.tokenizer, rows, cfg.train.dpo, output_dir=d,
                     max_length=cfg.model.max_length, ref_model=ref, peft_config=new_adapter,
-                    seed=cfg.seed, prefix=prefix, bf16=_bf16(cfg), epochs=epochs)
+                    seed=cfg.seed, prefix=prefix, bf16=_bf16(cfg), epochs=epochs,
+                    gradient_checkpointing=cfg.model.gradient_checkpointing)
     models.drop()
     return result
 

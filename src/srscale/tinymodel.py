@@ -46,24 +46,35 @@ CHAT_TEMPLATE = (
 )
 
 
-def cache_key(arch: TinyArchConfig) -> str:
-    payload = json.dumps({"arch": asdict(arch), "builder": BUILDER_VERSION}, sort_keys=True)
+# How often each extra tokenizer text (the judge prompt) is repeated in the tokenizer's training
+# data, so that its words get merges of their own and the rubric costs few tokens per example.
+TOKENIZER_EXTRA_REPEATS = 300
+
+
+def cache_key(arch: TinyArchConfig, tokenizer_extra: tuple[str, ...] = ()) -> str:
+    payload = json.dumps({"arch": asdict(arch), "builder": BUILDER_VERSION, "tokenizer_extra": list(tokenizer_extra)},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def model_dir(name: str, arch: TinyArchConfig, cache_dir: str | Path) -> Path:
-    return Path(cache_dir).expanduser() / "models" / f"{name}-{cache_key(arch)}"
+def model_dir(name: str, arch: TinyArchConfig, cache_dir: str | Path, tokenizer_extra: tuple[str, ...] = ()) -> Path:
+    return Path(cache_dir).expanduser() / "models" / f"{name}-{cache_key(arch, tokenizer_extra)}"
 
 
-def ensure_tiny_model(name: str, arch: TinyArchConfig, cache_dir: str | Path) -> Path:
-    """Return the cached model directory for this preset, building it first if absent."""
-    target = model_dir(name, arch, cache_dir)
+def ensure_tiny_model(name: str, arch: TinyArchConfig, cache_dir: str | Path,
+                      tokenizer_extra: tuple[str, ...] = ()) -> Path:
+    """Return the cached model directory for this preset, building it first if absent.
+
+    ``tokenizer_extra`` (the job's judge prompt) joins the *tokenizer's* training text only; the
+    model's pretraining corpus never contains it, so M0 has not seen judge-format text.
+    """
+    target = model_dir(name, arch, cache_dir, tokenizer_extra)
     if (target / "build.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build_tiny_model(arch, tmp)
+        build_tiny_model(arch, tmp, tokenizer_extra)
         (tmp / "build.json").write_text(json.dumps({"name": name, "arch": asdict(arch),
                                                     "builder": BUILDER_VERSION}, indent=2))
         try:
@@ -108,7 +119,7 @@ def _default_eval_prompts() -> list[str]:
     return [r["prompt"] for split in (suite.heldout, suite.eft_eval, suite.probe, suite.seed_prompts) for r in split]
 
 
-def build_tiny_model(arch: TinyArchConfig, out: Path) -> None:
+def build_tiny_model(arch: TinyArchConfig, out: Path, tokenizer_extra: tuple[str, ...] = ()) -> None:
     """Corpus -> tokenizer -> Llama model -> brief causal-LM pretraining -> ``save_pretrained(out)``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -116,7 +127,8 @@ def build_tiny_model(arch: TinyArchConfig, out: Path) -> None:
 
     torch.manual_seed(arch.seed)
     texts = pretrain_corpus(arch.corpus_examples, seed=arch.seed, exclude=_default_eval_prompts())
-    tokenizer = train_tokenizer(texts, arch.vocab_size)
+    tokenizer = train_tokenizer(texts + [t for t in tokenizer_extra for _ in range(TOKENIZER_EXTRA_REPEATS)],
+                                arch.vocab_size)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=arch.hidden_size,

@@ -73,7 +73,8 @@ def _safe(key: str) -> str:
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in key)
 
 
-def _common_args(settings, output_dir: Path, seed: int, use_cpu: bool, bf16: bool, min_lr_ratio: float) -> dict:
+def _common_args(settings, output_dir: Path, seed: int, use_cpu: bool, bf16: bool, min_lr_ratio: float,
+                 gradient_checkpointing: bool = False) -> dict:
     scheduler = settings.lr_scheduler
     kwargs = {}
     if scheduler == "cosine" and min_lr_ratio > 0:
@@ -98,6 +99,8 @@ def _common_args(settings, output_dir: Path, seed: int, use_cpu: bool, bf16: boo
         fp16=False,
         dataloader_num_workers=0,
         remove_unused_columns=True,
+        # TRL turns checkpointing on by default; it only pays off for large models on GPU.
+        gradient_checkpointing=gradient_checkpointing,
     )
 
 
@@ -112,7 +115,8 @@ def _to_chat(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
 
 
 def sft(model, tokenizer, rows: list[dict], settings: SFTSettings, *, peft_config, output_dir: Path,
-        max_length: int, seed: int = 0, log_fn: LogFn | None = None, bf16: bool = False):
+        max_length: int, seed: int = 0, log_fn: LogFn | None = None, bf16: bool = False,
+        gradient_checkpointing: bool = False):
     """Supervised fine-tuning on ``{"prompt", "response"}`` rows; loss on the response tokens only.
 
     Returns ``(model, TrainResult)``; the model is a ``PeftModel`` when ``peft_config`` is given.
@@ -125,7 +129,8 @@ def sft(model, tokenizer, rows: list[dict], settings: SFTSettings, *, peft_confi
     tokenizer.padding_side = "right"
     data = Dataset.from_list(_to_chat([{"prompt": r["prompt"], "completion": r["response"]} for r in rows],
                                       ("completion",)))
-    args = SFTConfig(**_common_args(settings, output_dir / "trainer", seed, use_cpu, bf16, SFT_MIN_LR_RATIO),
+    args = SFTConfig(**_common_args(settings, output_dir / "trainer", seed, use_cpu, bf16, SFT_MIN_LR_RATIO,
+                                    gradient_checkpointing),
                      warmup_steps=settings.warmup_ratio, weight_decay=settings.weight_decay,
                      max_length=max_length, completion_only_loss=settings.completion_only_loss,
                      packing=False, dataset_num_proc=None)
@@ -142,7 +147,7 @@ def sft(model, tokenizer, rows: list[dict], settings: SFTSettings, *, peft_confi
 
 def dpo(model, tokenizer, pairs: list[dict], settings: DPOSettings, *, output_dir: Path, max_length: int,
         ref_model=None, peft_config=None, seed: int = 0, log_fn: LogFn | None = None, prefix: str = "dpo",
-        bf16: bool = False, epochs: float | None = None):
+        bf16: bool = False, epochs: float | None = None, gradient_checkpointing: bool = False):
     """DPO on ``{"prompt", "chosen", "rejected"}`` rows (sigmoid loss by default).
 
     ``model`` may already carry a trainable adapter (iterative DPO continues it; TRL freezes a copy
@@ -153,7 +158,8 @@ def dpo(model, tokenizer, pairs: list[dict], settings: DPOSettings, *, output_di
     from trl import DPOConfig, DPOTrainer
 
     use_cpu = not torch.cuda.is_available() or next(model.parameters()).device.type == "cpu"
-    common = _common_args(settings, output_dir / "trainer", seed, use_cpu, bf16, DPO_MIN_LR_RATIO)
+    common = _common_args(settings, output_dir / "trainer", seed, use_cpu, bf16, DPO_MIN_LR_RATIO,
+                          gradient_checkpointing)
     if epochs is not None:
         common["num_train_epochs"] = epochs
     data = Dataset.from_list(_to_chat(pairs, ("chosen", "rejected")))

@@ -1,0 +1,76 @@
+"""The embedded model family: build, cache, reload through the Auto classes; SFT learns with LoRA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from srscale.config import LoraConfig, ModelConfig, SFTConfig, TinyArchConfig
+from srscale.models import check_lora_targets, count_parameters, load_tokenizer, peft_config
+from srscale.tinymodel import CHAT_TEMPLATE, cache_key, ensure_tiny_model
+
+ARCH = TinyArchConfig(vocab_size=400, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2,
+                      intermediate_size=64, corpus_examples=400, pretrain_steps=20, pretrain_batch_size=8,
+                      pretrain_seq_len=64)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    return ensure_tiny_model("unit", ARCH, tmp_path_factory.mktemp("cache"), ("Judge {prompt} {response}",))
+
+
+def test_build_saves_and_reloads_through_auto_classes(built: Path) -> None:
+    assert (built / "build.json").exists() and (built / "config.json").exists()
+    model = AutoModelForCausalLM.from_pretrained(built)
+    tok = AutoTokenizer.from_pretrained(built)
+    assert model.config.model_type == "llama" and model.config.hidden_size == 32
+    assert tok.chat_template == CHAT_TEMPLATE
+    losses = json.loads((built / "pretrain_losses.json").read_text())
+    assert losses[-1] < losses[0], "pretraining should lower the loss"
+    text = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], tokenize=False,
+                                   add_generation_prompt=True)
+    assert text.endswith("<|assistant|>\n")
+    ids = tok(text, return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**ids, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+
+
+def test_cache_is_reused_and_keyed_by_settings(built: Path, tmp_path: Path) -> None:
+    stamp = (built / "build.json").stat().st_mtime
+    again = ensure_tiny_model("unit", ARCH, built.parent.parent, ("Judge {prompt} {response}",))
+    assert again == built and (built / "build.json").stat().st_mtime == stamp
+    other = TinyArchConfig(**{**ARCH.__dict__, "hidden_size": 64})
+    assert cache_key(other) != cache_key(ARCH)
+    assert cache_key(ARCH, ("a",)) != cache_key(ARCH, ("b",))
+
+
+def test_lora_sft_changes_adapter_and_lowers_loss(built: Path, tmp_path: Path) -> None:
+    from srscale.suite.build import build_suite
+    from srscale.config import SuiteSizes
+    from srscale.training import sft
+
+    mcfg = ModelConfig(name="unit", source="tiny", tiny=ARCH, max_length=128)
+    lcfg = LoraConfig(r=8, alpha=16, dropout=0.0)
+    tok = load_tokenizer(mcfg, str(built))
+    model = AutoModelForCausalLM.from_pretrained(built)
+    assert check_lora_targets(model, ["q_proj", "k_proj"]) == []
+    n_base = count_parameters(model)
+    data = build_suite(SuiteSizes(ift=160, eft=0, seed_pairs=0, eft_eval=0, heldout=0, seed_prompts=0, probe=0),
+                       seed=3, judge_template="{prompt} {response}")
+    settings = SFTConfig(learning_rate=5e-3, epochs=3, batch_size=16, logging_steps=2)
+    from peft import get_peft_model
+
+    wrapped = get_peft_model(model, peft_config(mcfg, lcfg))
+    before = {n: p.detach().clone() for n, p in wrapped.named_parameters() if p.requires_grad}
+    trained, result = sft(wrapped, tok, data.ift, settings, peft_config=None, output_dir=tmp_path,
+                          max_length=128, seed=0)
+    after = dict(trained.named_parameters())
+    assert any(not torch.equal(before[n], after[n]) for n in before if "lora_B" in n)
+    losses = result.series("loss")
+    assert len(losses) >= 3 and losses[-1] < losses[0]
+    assert (tmp_path / "model" / "adapter_config.json").exists()
+    assert count_parameters(trained) == n_base

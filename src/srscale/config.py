@@ -139,8 +139,8 @@ class LoraConfig:
 class SuiteSizes:
     """Sizes of the bundled verifiable instruction suite's splits (disjoint by construction)."""
 
-    ift: int = 1000
-    eft: int = 1500
+    ift: int = 600
+    eft: int = 900
     seed_pairs: int = 200
     eft_eval: int = 200
     heldout: int = 100

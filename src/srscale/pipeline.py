@@ -574,7 +574,11 @@ def make_prompts(cfg: Config, model, tok, data: SeedData, seed: int, root: Path,
         raise SrscaleError("the seed prompt pool is empty: set data.sizes.seed_prompts > 0")
     counts: dict[str, int] = {}
     if sr.prompt_source == "seed_pool":
-        chosen = rng.sample(pool, min(sr.prompts_per_iteration, len(pool)))
+        # Without replacement across iterations while the pool lasts.
+        used = {r["prompt"] for i in range(1, t) if (root / f"iter_{i}" / "prompts.jsonl").exists()
+                for r in read_jsonl(root / f"iter_{i}" / "prompts.jsonl")}
+        fresh = [p for p in pool if p not in used] or pool
+        chosen = rng.sample(fresh, min(sr.prompts_per_iteration, len(fresh)))
         counts = {"generated": len(chosen), "kept": len(chosen)}
         write_json(root / f"iter_{t}" / "prompt_counts.json", counts)
         return [{"prompt": p, "source": "seed_pool"} for p in chosen]

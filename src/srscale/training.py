@@ -133,7 +133,10 @@ def sft(model, tokenizer, rows: list[dict], settings: SFTSettings, *, peft_confi
                                     gradient_checkpointing),
                      warmup_steps=settings.warmup_ratio, weight_decay=settings.weight_decay,
                      max_length=max_length, completion_only_loss=settings.completion_only_loss,
-                     packing=False, dataset_num_proc=None)
+                     packing=False, dataset_num_proc=None,
+                     # Batches of similar length: judge prompts are ~10x longer than instructions,
+                     # and mixing them pads every batch to the longest.
+                     train_sampling_strategy="group_by_length")
     result = TrainResult()
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=[_Recorder(result, "sft", log_fn)])

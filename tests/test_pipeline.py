@@ -1,0 +1,158 @@
+"""End-to-end jobs through the real CLI (Hydra, TRL, MLflow sqlite) on a very small built-in model.
+
+The model here is far too small and briefly trained to judge; the wiring tests therefore raise the
+gate's threshold so the loop runs, and the gate test uses the untrained base model with the default
+threshold. Whether the default tiny model passes the default gate is measured by the default run
+(README, "The default model").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from srscale.tracking import find_runs, metric_history
+
+pytestmark = pytest.mark.slow
+
+SMALL = [
+    "model=tiny_300k", "model.tiny.corpus_examples=800", "model.tiny.pretrain_steps=20",
+    "data.sizes.ift=64", "data.sizes.eft=64", "data.sizes.seed_pairs=16", "data.sizes.eft_eval=6",
+    "data.sizes.heldout=8", "data.sizes.seed_prompts=24", "data.sizes.probe=16",
+    "train.sft.epochs=1", "train.dpo.epochs=1", "self_reward.prompts_per_iteration=4",
+    "self_reward.candidates=2", "judge.samples=2", "self_reward.max_new_tokens=12",
+    "self_reward.instruct_max_new_tokens=16", "judge.max_new_tokens=16",
+]
+NO_GATE = ["self_reward.gate.max_consecutive=100000"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    cache = tmp_path_factory.mktemp("cache")
+    return {**os.environ, "SRSCALE_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": ""}
+
+
+def run_cli(args: list[str], cwd: Path, env: dict, timeout: int = 400) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "srscale", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def store(cwd: Path) -> str:
+    return f"sqlite:///{cwd / 'mlflow.db'}"
+
+
+def test_loop_runs_two_iterations_and_records_everything(tmp_path: Path, env: dict) -> None:
+    out = run_cli([*SMALL, *NO_GATE, "self_reward.iterations=2"], tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    job = tmp_path / "outputs"
+    (jobdir,) = [p for p in job.iterdir() if p.is_dir()]
+    summary = json.loads((jobdir / "summary.json").read_text())
+    assert summary["gate_outcome"] == "passed" and summary["iterations_completed"] == 2
+
+    (run,) = find_runs(store(tmp_path), "srscale")
+    assert run.info.status == "FINISHED"
+    params, tags = run.data.params, run.data.tags
+    assert params["model.name"] == "tiny_300k" and params["self_reward.iterations"] == "2"
+    for tag in ("model_id", "model_params", "torch_version", "transformers_version", "trl_version",
+                "peft_version", "git_commit", "hydra_overrides"):
+        assert tag in tags, tag
+    assert "self_reward.iterations=2" in tags["hydra_overrides"]
+    assert int(tags["model_params"]) > 100_000
+
+    rid = run.info.run_id
+    loss = metric_history(store(tmp_path), rid, "sft/loss")
+    assert len(loss) >= 2 and loss[-1][1] < loss[0][1]
+    for key in ("iter/prompts_kept", "iter/candidates", "iter/judge_samples", "iter/parse_failure_rate",
+                "iter/longest_failure_streak", "iter/valid_pairs", "iter/ties_dropped"):
+        assert [s for s, _ in metric_history(store(tmp_path), rid, key)] == [1, 2], key
+    candidates = dict(metric_history(store(tmp_path), rid, "iter/candidates"))
+    kept = dict(metric_history(store(tmp_path), rid, "iter/prompts_kept"))
+    assert candidates[1] == 2 * kept[1]
+    assert [s for s, _ in metric_history(store(tmp_path), rid, "eval/task/accuracy")] == [0, 1, 2]
+
+    client = mlflow.MlflowClient(tracking_uri=store(tmp_path))
+    top = {a.path for a in client.list_artifacts(rid)}
+    assert {"config", "sft_model", "seed_data_sample", "iterations", "eval"} <= top
+    it1 = {Path(a.path).name for a in client.list_artifacts(rid, "iterations/iter_1")}
+    assert {"prompts.jsonl", "candidates.jsonl", "judgments.jsonl", "pairs.jsonl", "score_histogram.json"} <= it1
+    judgments = [json.loads(line) for line in (jobdir / "iter_1" / "judgments.jsonl").read_text().splitlines()]
+    assert judgments and all(j["score"] is None or 0 <= j["score"] <= 5 for j in judgments)
+
+    # A finished job is not redone.
+    again = run_cli([*SMALL, *NO_GATE, "self_reward.iterations=2"], tmp_path, env)
+    assert again.returncode == 0 and len(find_runs(store(tmp_path), "srscale")) == 1
+    assert len(metric_history(store(tmp_path), rid, "iter/candidates")) == 2
+
+
+def test_model_that_cannot_judge_is_disqualified_at_the_11th_failure(tmp_path: Path, env: dict) -> None:
+    out = run_cli([*SMALL, "train.sft.enabled=false"], tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (jobdir,) = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir()]
+    probe = json.loads((jobdir / "probe" / "DONE.json").read_text())
+    assert probe["tripped"] and probe["gate"]["total"] == 11 and probe["gate"]["failures"] == 11
+    assert not list(jobdir.glob("iter_*")) and not (jobdir / "sft").exists()
+    (run,) = find_runs(store(tmp_path), "srscale")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["gate_outcome"] == "disqualified" and run.data.tags["gate_stage"] == "probe"
+    assert run.data.tags["gate_longest_streak"] == "11"
+    assert not [k for k in run.data.metrics if k.startswith(("dpo", "iter/"))]
+    client = mlflow.MlflowClient(tracking_uri=store(tmp_path))
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "gate")] == ["gate/failing_judgments.jsonl"]
+
+
+def test_killed_job_resumes_at_the_stage_it_was_in(tmp_path: Path, env: dict) -> None:
+    args = [*SMALL, *NO_GATE, "self_reward.iterations=3", "eval=none", "tracking.log_models=false"]
+    proc = subprocess.Popen([sys.executable, "-m", "srscale", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 400
+    jobdir = None
+    while time.time() < deadline:
+        dirs = [p for p in (tmp_path / "outputs").glob("*") if p.is_dir()] if (tmp_path / "outputs").exists() else []
+        if dirs and (dirs[0] / "iter_2").exists():
+            jobdir = dirs[0]
+            break
+        if proc.poll() is not None:
+            pytest.fail("the job ended before iteration 2 started")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert jobdir is not None, "iteration 2 never started"
+    assert (jobdir / "iter_1" / "DONE.json").exists() and not (jobdir / "iter_2" / "DONE.json").exists()
+    stamp = (jobdir / "iter_1" / "DONE.json").stat().st_mtime
+    sft_stamp = (jobdir / "sft" / "DONE.json").stat().st_mtime
+
+    out = run_cli(args, tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (jobdir / "iter_1" / "DONE.json").stat().st_mtime == stamp  # not redone
+    assert (jobdir / "sft" / "DONE.json").stat().st_mtime == sft_stamp
+    assert json.loads((jobdir / "summary.json").read_text())["iterations_completed"] == 3
+    (run,) = find_runs(store(tmp_path), "srscale")
+    assert run.info.status == "FINISHED"
+    steps = [s for s, _ in metric_history(store(tmp_path), run.info.run_id, "iter/candidates")]
+    assert steps == [1, 2, 3]
+    sft_steps = [s for s, _ in metric_history(store(tmp_path), run.info.run_id, "sft/loss")]
+    assert len(sft_steps) == len(set(sft_steps))
+
+
+def test_multirun_two_jobs_and_a_failing_job_is_recorded(tmp_path: Path, env: dict) -> None:
+    out = run_cli(["-m", *SMALL, *NO_GATE, "self_reward.iterations=0", "eval=none", "lora=full,r8"], tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = find_runs(store(tmp_path), "srscale")
+    assert len(runs) == 2 and {r.data.params["lora.name"] for r in runs} == {"full", "r8"}
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+    bad = run_cli(["-m", *SMALL, *NO_GATE, "self_reward.iterations=0", "eval=none", "tracking.experiment=mixed",
+                   "data=jsonl,suite"], tmp_path, env)
+    assert bad.returncode != 0
+    runs = {r.data.params["data.name"]: r for r in find_runs(store(tmp_path), "mixed")}
+    assert runs["jsonl"].info.status == "FAILED" and runs["suite"].info.status == "FINISHED"
+    client = mlflow.MlflowClient(tracking_uri=store(tmp_path))
+    assert "traceback.txt" in {a.path for a in client.list_artifacts(runs["jsonl"].info.run_id)}

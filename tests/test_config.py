@@ -103,6 +103,9 @@ def test_flatten_gives_dotted_keys() -> None:
 def test_jobdir_names() -> None:
     assert _jobdir("") == "default"
     assert _jobdir("lora=r8,model=tiny") == "lora=r8,model=tiny"
+    long = ",".join(f"data.sizes.k{i}={i}" for i in range(40))
+    assert len(_jobdir(long)) <= 120 and _jobdir(long) == _jobdir(long)
+    assert _jobdir(long) != _jobdir(long + ",x=1")
 
 
 def _cli(*args: str):

@@ -27,7 +27,7 @@ SMALL = [
     "model=tiny_300k", "model.tiny.corpus_examples=800", "model.tiny.pretrain_steps=20",
     "data.sizes.ift=64", "data.sizes.eft=64", "data.sizes.seed_pairs=16", "data.sizes.eft_eval=6",
     "data.sizes.heldout=8", "data.sizes.seed_prompts=24", "data.sizes.probe=16",
-    "train.sft.epochs=1", "train.dpo.epochs=1", "self_reward.prompts_per_iteration=4",
+    "train.sft.epochs=1", "train.sft.logging_steps=2", "train.dpo.epochs=1", "self_reward.prompts_per_iteration=4",
     "self_reward.candidates=2", "judge.samples=2", "self_reward.max_new_tokens=12",
     "self_reward.instruct_max_new_tokens=16", "judge.max_new_tokens=16",
 ]
@@ -105,7 +105,9 @@ def test_model_that_cannot_judge_is_disqualified_at_the_11th_failure(tmp_path: P
     assert run.data.tags["gate_longest_streak"] == "11"
     assert not [k for k in run.data.metrics if k.startswith(("dpo", "iter/"))]
     client = mlflow.MlflowClient(tracking_uri=store(tmp_path))
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "gate")] == ["gate/failing_judgments.jsonl"]
+    assert "gate/failing_judgments.jsonl" in [a.path for a in client.list_artifacts(run.info.run_id, "gate")]
+    failing = [json.loads(line) for line in (jobdir / "probe" / "failing_judgments.jsonl").read_text().splitlines()]
+    assert len(failing) == 11 and all(f["score"] is None for f in failing)
 
 
 def test_killed_job_resumes_at_the_stage_it_was_in(tmp_path: Path, env: dict) -> None:

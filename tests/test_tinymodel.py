@@ -49,8 +49,8 @@ def test_cache_is_reused_and_keyed_by_settings(built: Path, tmp_path: Path) -> N
 
 
 def test_lora_sft_changes_adapter_and_lowers_loss(built: Path, tmp_path: Path) -> None:
-    from srscale.suite.build import build_suite
     from srscale.config import SuiteSizes
+    from srscale.suite.build import build_suite
     from srscale.training import sft
 
     mcfg = ModelConfig(name="unit", source="tiny", tiny=ARCH, max_length=128)

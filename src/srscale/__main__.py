@@ -16,9 +16,20 @@ REPO_DIR = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO_DIR / "conf"
 
 
+MAX_JOBDIR = 120
+
+
 def _jobdir(override_dirname: str) -> str:
-    """A job's directory name: its overrides (``lora=r8,model=tiny``), or ``default`` when none."""
+    """A job's directory name: its overrides (``lora=r8,model=tiny``), or ``default`` when none.
+
+    Long override lists are cut and suffixed with a hash of the whole list, so the name stays a
+    valid file name and still maps one configuration to one directory (which is what resume needs).
+    """
+    import hashlib
+
     name = override_dirname.replace("/", "_").replace(os.sep, "_")
+    if len(name) > MAX_JOBDIR:
+        name = f"{name[:MAX_JOBDIR - 13]}-{hashlib.sha1(name.encode()).hexdigest()[:12]}"
     return name if name else "default"
 
 

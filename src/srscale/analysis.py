@@ -86,7 +86,7 @@ def save_report(tracking_uri: str, experiment: str, out_dir: Path, metric: str =
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     plot_scaling(table, metric, ax=axes[0])
     long = iteration_table(tracking_uri, table["run_id"].tolist(), ["iter/parse_failure_rate"])
-    plot_iterations(long, "iter/parse_failure_rate", dict(zip(table["run_id"], table["run_name"])), ax=axes[1])
+    plot_iterations(long, "iter/parse_failure_rate", dict(zip(table["run_id"], table["run_name"], strict=True)), ax=axes[1])
     fig.tight_layout()
     fig.savefig(out_dir / "scaling.png", dpi=120)
     plt.close(fig)

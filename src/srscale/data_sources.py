@@ -75,7 +75,6 @@ import glob
 import math
 import os
 import random
-import re
 import socket
 import threading
 from collections import Counter

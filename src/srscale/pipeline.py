@@ -30,7 +30,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from srscale import judging, pairs as pairs_mod, selfinstruct
+from srscale import judging, selfinstruct
+from srscale import pairs as pairs_mod
 from srscale.config import Config, flatten
 from srscale.errors import SrscaleError
 from srscale.generation import SamplingParams, generate_texts, render_chat, user_turn
@@ -135,11 +136,12 @@ class Models:
 # ----------------------------------------------------------------------------------------- judging
 def judge_items(model, tokenizer, cfg: Config, items: list[tuple[str, str]], *, samples: int, seed: int,
                 gate: judging.ConsecutiveFailureGate | None, desc: str,
-                temperature: float | None = None) -> list[dict]:
+                temperature: float | None = None, batch_size: int | None = None) -> list[dict]:
     """Judge (prompt, response) items ``samples`` times each; return one record per judgment.
 
     Only generated tokens are parsed. The gate sees judgments in the order they are produced and
-    stops generation at once when it trips; judgments never produced are absent from the result.
+    stops generation when it trips (after the batch in flight); the result holds exactly the
+    judgments the gate saw, in the order it saw them.
     """
     jc = cfg.judge
     texts, keys = [], []
@@ -149,23 +151,27 @@ def judge_items(model, tokenizer, cfg: Config, items: list[tuple[str, str]], *, 
             texts.append(render_chat(tokenizer, user_turn(filled)))
             keys.append((i, k))
 
+    seen: list[int] = []  # text indices in the order the gate saw them
+
     def on_batch(indices: list[int], outputs: list[str]) -> bool:
         if gate is None:
             return False
-        for out in outputs:
+        for idx, out in zip(indices, outputs, strict=True):
+            seen.append(idx)
             if gate.update(judging.parse_score(out) is not None):
-                return True
+                return True  # the rest of this batch was generated but is never judged
         return False
 
     temp = jc.temperature if temperature is None else temperature
     outs = generate_texts(model, tokenizer, texts, SamplingParams(jc.max_new_tokens, temp, jc.top_p),
-                          batch_size=cfg.self_reward.batch_size, seed=seed, desc=desc, on_batch=on_batch,
-                          max_input_tokens=cfg.model.max_length)
+                          batch_size=batch_size or cfg.self_reward.batch_size, seed=seed, desc=desc,
+                          on_batch=on_batch, max_input_tokens=cfg.model.max_length)
+    order = seen if gate is not None else range(len(texts))
     records = []
-    for (i, k), text in zip(keys, outs, strict=True):
-        if text is None:
-            continue
-        records.append({"item": i, "sample": k, "text": text, "score": judging.parse_score(text)})
+    for n in order:
+        (i, k), text = keys[n], outs[n]
+        if text is not None:
+            records.append({"item": i, "sample": k, "text": text, "score": judging.parse_score(text)})
     return records
 
 
@@ -370,8 +376,10 @@ def stage_probe(job: Job, models: Models, data: SeedData, model_dir: Path | None
         items = [(p["prompt"], p["response"]) for p in data.probe]
         if not items:
             raise SrscaleError("the gate probe set is empty: set data.sizes.probe > 0 (or gate.enabled=false)")
+        # Batches no larger than the trip point, so a model that cannot judge costs one batch.
         records = judge_items(loaded.model, loaded.tokenizer, cfg, items, samples=1, seed=cfg.seed + 7,
-                              gate=gate if cfg.self_reward.gate.enabled else None, desc=f"gate {name}")
+                              gate=gate if cfg.self_reward.gate.enabled else None, desc=f"gate {name}",
+                              batch_size=min(cfg.self_reward.batch_size, cfg.self_reward.gate.max_consecutive + 1))
         for r in records:
             r["prompt"], r["response"] = items[r["item"]]
         write_jsonl(d / "judgments.jsonl", records)
@@ -390,7 +398,6 @@ def stage_probe(job: Job, models: Models, data: SeedData, model_dir: Path | None
 def stage_seed_dpo(job: Job, models: Models, data: SeedData, model_dir: Path | None, name: str,
                    epochs: float) -> Path:
     """DPO on the seed preference pairs (small-model study; also the gate's remediation)."""
-    cfg = job.cfg
     d = job.dir(name)
     rec = stage_record(d)
     if rec is None:

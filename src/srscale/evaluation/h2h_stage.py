@@ -23,7 +23,13 @@ def _stage_order(root: Path, stage: str) -> list[str]:
 
 
 def head_to_head_stage(cfg, loaded, out: Path, stage: str, root: Path, data=None, judge=None) -> dict[str, float]:
-    from srscale.evaluation.headtohead import alpaca_eval_winrate, answer_prompts, compare, load_alpaca_eval, spread
+    from srscale.evaluation.headtohead import (
+        alpaca_eval_winrate,
+        answer_prompts,
+        compare,
+        load_alpaca_eval,
+        spread,
+    )
     from srscale.evaluation.judges import make_judge
     from srscale.evaluation.mtbench import judge_prompts_from_hub, load_judge_prompts
     from srscale.generation import chat_fn
@@ -43,7 +49,7 @@ def head_to_head_stage(cfg, loaded, out: Path, stage: str, root: Path, data=None
     metrics: dict[str, float] = {}
     if prompts:
         answers = answer_prompts(chat, prompts, h.max_new_tokens)
-        write_jsonl(out / "h2h_answers.jsonl", [{"prompt": p, "answer": a} for p, a in zip(prompts, answers)])
+        write_jsonl(out / "h2h_answers.jsonl", [{"prompt": p, "answer": a} for p, a in zip(prompts, answers, strict=True)])
         earlier = _stage_order(root, stage)
         targets = {"vs_sft": "sft" if "sft" in earlier else None,
                    "vs_previous": earlier[-1] if earlier else None}
@@ -51,7 +57,7 @@ def head_to_head_stage(cfg, loaded, out: Path, stage: str, root: Path, data=None
             if other is None:
                 continue
             theirs = {r["prompt"]: r["answer"] for r in read_jsonl(root / "eval" / other / "h2h_answers.jsonl")}
-            common = [(p, a, theirs[p]) for p, a in zip(prompts, answers) if p in theirs]
+            common = [(p, a, theirs[p]) for p, a in zip(prompts, answers, strict=True) if p in theirs]
             if not common:
                 continue
             res = compare(judge, [c[0] for c in common], [c[1] for c in common], [c[2] for c in common],

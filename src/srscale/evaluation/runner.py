@@ -144,7 +144,6 @@ def _optional_evals(cfg, loaded, out: Path, stage: str, root: Path, data: SeedDa
     if cfg.eval.head_to_head.enabled:
         def h2h():
             from srscale.evaluation.h2h_stage import head_to_head_stage
-
             from srscale.evaluation.judges import make_judge
 
             judge = make_judge(cfg.eval.mtbench, chat=_judge_chat(cfg, loaded) if cfg.eval.mtbench.judge == "local"

@@ -19,35 +19,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from conftest import NO_GATE, SMALL, run_cli, store
 from srscale.tracking import find_runs, metric_history
 
 pytestmark = pytest.mark.slow
-
-SMALL = [
-    "model=tiny_300k", "model.tiny.corpus_examples=800", "model.tiny.pretrain_steps=20",
-    "data.sizes.ift=64", "data.sizes.eft=64", "data.sizes.seed_pairs=16", "data.sizes.eft_eval=6",
-    "data.sizes.heldout=8", "data.sizes.seed_prompts=24", "data.sizes.probe=16",
-    "train.sft.epochs=1", "train.sft.logging_steps=2", "train.dpo.epochs=1", "self_reward.prompts_per_iteration=4",
-    "self_reward.candidates=2", "judge.samples=2", "self_reward.max_new_tokens=12",
-    "self_reward.instruct_max_new_tokens=16", "judge.max_new_tokens=16",
-]
-NO_GATE = ["self_reward.gate.max_consecutive=100000"]
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-    cache = tmp_path_factory.mktemp("cache")
-    return {**os.environ, "SRSCALE_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": ""}
-
-
-def run_cli(args: list[str], cwd: Path, env: dict, timeout: int = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "srscale", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def store(cwd: Path) -> str:
-    return f"sqlite:///{cwd / 'mlflow.db'}"
-
 
 def test_loop_runs_two_iterations_and_records_everything(tmp_path: Path, env: dict) -> None:
     out = run_cli([*SMALL, *NO_GATE, "self_reward.iterations=2"], tmp_path, env)

@@ -358,8 +358,12 @@ class HeadToHeadConfig:
 
 @dataclass
 class EvalConfig:
+    """Which evaluations run at which stages. ``data_root`` (a folder laid out like srscale's test
+    data: ``mt_bench/``, ``alpaca_eval/``, ``arc/``, ...) fills every evaluation file left unset."""
+
     name: str = "fast"
     stages: list[str] = field(default_factory=lambda: ["sft", "iterations"])
+    data_root: str | None = None
     reward_model: bool = True
     task_accuracy: bool = True
     max_items: int = 200

@@ -65,11 +65,35 @@ def task_accuracy_eval(model, tok, cfg, data: SeedData, out: Path, seed: int) ->
     return metrics
 
 
+# Where each evaluation file sits under eval.data_root (the layout of FastChat, AlpacaEval and the
+# benchmark releases; the same as the project's test data folder).
+DATA_ROOT_LAYOUT = {
+    "mtbench.question_file": "mt_bench/question.jsonl",
+    "mtbench.reference_file": "mt_bench/reference_answer/gpt-4.jsonl",
+    "mtbench.judge_prompts_file": "mt_bench/judge_prompts.jsonl",
+    "head_to_head.alpaca_eval_file": "alpaca_eval/results/gpt4_1106_preview/model_outputs.json",
+    "lm_eval.data_dir": ".",
+}
+
+
+def fill_from_data_root(eval_cfg) -> None:
+    """Set every unset evaluation path from ``eval_cfg.data_root`` (in place). Pure path logic."""
+    if not eval_cfg.data_root:
+        return
+    root = Path(eval_cfg.data_root).expanduser()
+    for dotted, rel in DATA_ROOT_LAYOUT.items():
+        section, key = dotted.split(".")
+        target = getattr(eval_cfg, section)
+        if getattr(target, key) is None:
+            setattr(target, key, str(root / rel) if rel != "." else str(root))
+
+
 def evaluate_stage(job, models, data: SeedData, model_dir: Path | None, stage: str, step: int) -> dict[str, Any]:
     """Run the configured evaluations for ``stage`` (resumable: a finished stage is not redone)."""
     from srscale.pipeline import mark_done, stage_record
 
     cfg = job.cfg
+    fill_from_data_root(cfg.eval)
     out = job.dir(f"eval/{stage}")
     rec = stage_record(out)
     if rec is None:

@@ -133,3 +133,19 @@ def test_multirun_two_jobs_and_a_failing_job_is_recorded(tmp_path: Path, env: di
     assert runs["jsonl"].info.status == "FAILED" and runs["suite"].info.status == "FINISHED"
     client = mlflow.MlflowClient(tracking_uri=store(tmp_path))
     assert "traceback.txt" in {a.path for a in client.list_artifacts(runs["jsonl"].info.run_id)}
+
+
+def test_same_config_and_seed_give_the_same_generated_data(tmp_path: Path, env: dict) -> None:
+    args = [*SMALL, *NO_GATE, "self_reward.iterations=1", "eval=none", "tracking=none"]
+    dirs = []
+    for name in ("a", "b"):
+        cwd = tmp_path / name
+        cwd.mkdir()
+        out = run_cli(args, cwd, env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        (jobdir,) = [p for p in (cwd / "outputs").iterdir() if p.is_dir()]
+        dirs.append(jobdir)
+    for rel in ("data/eft.jsonl", "iter_1/prompts.jsonl", "iter_1/candidates.jsonl", "iter_1/judgments.jsonl",
+                "iter_1/pairs.jsonl"):
+        assert (dirs[0] / rel).read_text() == (dirs[1] / rel).read_text(), rel
+    assert (dirs[0] / "iter_1" / "score_histogram.png").stat().st_size > 1000

@@ -91,3 +91,22 @@ def save_report(tracking_uri: str, experiment: str, out_dir: Path, metric: str =
     fig.savefig(out_dir / "scaling.png", dpi=120)
     plt.close(fig)
     return out_dir
+
+
+def histogram_png(hist: dict[str, int], path: Path, title: str = "self-assigned scores") -> Path:
+    """A bar chart of a score histogram (``pairs.score_histogram`` output; ``none`` = failed parses)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted((k for k in hist if k != "none"), key=float) + (["none"] if "none" in hist else [])
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar(keys, [hist[k] for k in keys], color=["tab:blue"] * (len(keys) - ("none" in hist)) + ["tab:red"] * ("none" in hist))
+    ax.set_xlabel("score (none = unparseable)")
+    ax.set_ylabel("judgments")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

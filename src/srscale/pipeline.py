@@ -458,7 +458,8 @@ def stage_iteration(job: Job, models: Models, data: SeedData, model_dir: Path | 
         mark_done(d, rec)
     metrics = {f"iter/{k}": v for k, v in rec["metrics"].items()}
     artifacts = [(d / f, f"iterations/iter_{t}") for f in
-                 ("prompts.jsonl", "candidates.jsonl", "judgments.jsonl", "pairs.jsonl", "score_histogram.json")]
+                 ("prompts.jsonl", "candidates.jsonl", "judgments.jsonl", "pairs.jsonl", "score_histogram.json",
+                  "score_histogram.png")]
     if rec.get("model_dir") and cfg.tracking.log_models:
         artifacts.append((Path(rec["model_dir"]), f"iterations/iter_{t}/model"))
     job.log_once(d, metrics, step=t, artifacts=artifacts)
@@ -514,6 +515,9 @@ def _iteration(job: Job, models: Models, data: SeedData, model_dir: Path | None,
     m["score_std"] = (sum((s - m["score_mean"]) ** 2 for s in valid) / len(valid)) ** 0.5 if valid else None
     hist = pairs_mod.score_histogram(scores)
     write_json(d / "score_histogram.json", hist)
+    from srscale.analysis import histogram_png
+
+    histogram_png(hist, d / "score_histogram.png", title=f"iteration {t}: self-assigned scores")
     if gate_state["tripped"]:
         write_jsonl(d / "failing_judgments.jsonl", [r for r in judgments if r["score"] is None])
         return {"tripped": True, "gate": gate_state, "metrics": m, "failing_file": f"iter_{t}/failing_judgments.jsonl"}

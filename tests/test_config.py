@@ -126,7 +126,13 @@ def test_cli_bad_value_is_one_line(tmp_path) -> None:
     assert lines == ["srscale: invalid config: lora.r=-1: must be an integer >= 1 (e.g. lora=r8 or lora.r=16)"]
 
 
-def test_cli_unknown_model_names_options(tmp_path) -> None:
+def test_cli_unknown_model_is_one_line_naming_options(tmp_path) -> None:
     out = _cli("model=no_such_model", f"hydra.run.dir={tmp_path}")
-    assert out.returncode != 0
-    assert "model/no_such_model" in out.stderr and "tiny" in out.stderr
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "model=no_such_model" in lines[0] and "tiny_1m" in lines[0]
+
+
+def test_cli_unknown_option_inside_a_sweep(tmp_path) -> None:
+    out = _cli("-m", "lora=r8,r99", f"hydra.sweep.dir={tmp_path}")
+    assert out.returncode == 2 and "lora=r99" in out.stderr and "r16" in out.stderr

@@ -318,7 +318,7 @@ def test_hub_offline_error_is_one_line_and_fast(unreachable_hub, monkeypatch, fl
     assert time.monotonic() - start < 5
     assert str(err.value) == (
         "data=orca_dpo_pairs: cannot load hub dataset 'Intel/orca_dpo_pairs' split 'train' (offline and "
-        "not cached); download it, or pass data.data_files=/path/to/file.jsonl with columns system, "
+        "not cached); download it, or pass data.data_files=[/path/to/file.jsonl] with columns system, "
         "question, chosen, rejected")
     # The offline switch is scoped to the call.
     assert datasets.config.HF_HUB_OFFLINE is flag and huggingface_hub.constants.HF_HUB_OFFLINE is flag

@@ -149,3 +149,20 @@ def test_same_config_and_seed_give_the_same_generated_data(tmp_path: Path, env: 
                 "iter_1/pairs.jsonl"):
         assert (dirs[0] / rel).read_text() == (dirs[1] / rel).read_text(), rel
     assert (dirs[0] / "iter_1" / "score_histogram.png").stat().st_size > 1000
+
+
+def test_gate_remediation_runs_seed_pair_dpo_and_probes_again(tmp_path: Path, env: dict) -> None:
+    args = [*SMALL, "train.sft.enabled=false", "self_reward.gate.remediation_rounds=1",
+            "self_reward.gate.remediation_epochs=1", "self_reward.iterations=1", "eval=none", "tracking=none"]
+    out = run_cli(args, tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (jobdir,) = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir()]
+    assert json.loads((jobdir / "probe" / "DONE.json").read_text())["tripped"]
+    assert (jobdir / "remediation_1" / "model").is_dir()
+    second = json.loads((jobdir / "probe_1" / "DONE.json").read_text())
+    summary = json.loads((jobdir / "summary.json").read_text())
+    if second["tripped"]:
+        assert summary["gate_outcome"] == "disqualified" and summary["gate_stage"] == "probe_1"
+        assert not (jobdir / "iter_1").exists()
+    else:
+        assert summary["gate_outcome"] == "passed" and (jobdir / "iter_1" / "DONE.json").exists()

@@ -33,6 +33,28 @@ def _jobdir(override_dirname: str) -> str:
     return name if name else "default"
 
 
+def _check_group_options(argv: list[str]) -> str | None:
+    """One line naming an unknown ``group=option`` (and the options there are), or None.
+
+    Hydra reports these itself in several lines; this catches the common case first. Sweeps
+    (``group=a,b``) are checked option by option.
+    """
+    for arg in argv:
+        if "=" not in arg or arg.startswith("-"):
+            continue
+        key, value = arg.split("=", 1)
+        group = key.lstrip("+~")
+        folder = REPO_DIR / "sweeps" if group == "sweeps" else CONF_DIR / group
+        if "." in group or "/" in group or not folder.is_dir() or value in ("null", ""):
+            continue
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        for option in value.split(","):
+            if option not in known:
+                return (f"srscale: unknown option {group}={option}; choose one of: {', '.join(known)} "
+                        f"(files in {folder.relative_to(REPO_DIR)}/)")
+    return None
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -49,6 +71,10 @@ def main() -> None:
     if not CONF_DIR.is_dir():
         print(f"srscale: config directory {CONF_DIR} not found; install srscale from a checkout with "
               "`pip install -e .`", file=sys.stderr)
+        sys.exit(2)
+    problem = _check_group_options(sys.argv[1:])
+    if problem:
+        print(problem, file=sys.stderr)
         sys.exit(2)
     import hydra
     from omegaconf import DictConfig, OmegaConf

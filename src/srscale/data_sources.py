@@ -371,7 +371,7 @@ def _offline_mode() -> Iterator[None]:
 
 
 def _hub_hint(source: str) -> str:
-    return (f"download it, or pass data.data_files=/path/to/file.jsonl with columns "
+    return (f"download it, or pass data.data_files=[/path/to/file.jsonl] with columns "
             f"{EXPECTED_COLUMNS[source]}")
 
 
@@ -391,7 +391,7 @@ def load_rows(cfg: DataConfig):
 
     hub_id = cfg.hub_id or HUB_IDS.get(source)
     if not hub_id:
-        raise DataSourceError(f"data={source}: no input; pass data.data_files=/path/to/file.jsonl "
+        raise DataSourceError(f"data={source}: no input; pass data.data_files=[/path/to/file.jsonl] "
                               f"(or data.hub_id=owner/name) with {EXPECTED_COLUMNS[source]}")
     local_dir = Path(hub_id).expanduser().is_dir()
     offline = bool(datasets.config.HF_HUB_OFFLINE) or (

@@ -75,3 +75,21 @@ def test_paper_protocol_with_every_offline_evaluation(tmp_path: Path, env: dict,
                 "eval/rm/parse_rate", "eval/mtbench/scored", "eval/mtbench/missing", "eval/h2h/alpaca_eval/n"):
         assert [s for s, _ in metric_history(uri, rid, key)] == [0, 1], key
     assert [s for s, _ in metric_history(uri, rid, "eval/h2h/vs_sft/n")] == [1]
+
+
+def test_oasst_builds_eft_from_the_sft_models_own_judgments(tmp_path: Path, env: dict, shared_data: Path) -> None:
+    trees = shared_data / "oasst" / "en_100_tree.jsonl"
+    args = [*SMALL, *NO_GATE, "data=oasst", f"data.data_files=[{trees}]", "data.max_examples=30",
+            "model.max_length=256", "train.sft.max_steps=4", "self_reward.iterations=1", "eval.max_items=3",
+            "tracking.log_models=false"]
+    out = run_cli(args, tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (jobdir,) = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir()]
+    rec = json.loads((jobdir / "oasst_eft" / "DONE.json").read_text())
+    assert rec["prompts"] > 0 and rec["judged"] >= 2 * rec["prompts"]
+    assert (jobdir / "oasst_eft" / "sft_ift" / "model").is_dir()
+    sft = json.loads((jobdir / "sft" / "DONE.json").read_text())
+    assert sft["examples"] == len((jobdir / "data" / "ift.jsonl").read_text().splitlines()) + rec["eft_rows"]
+    (run,) = find_runs(store(tmp_path), "srscale")
+    assert run.info.status == "FINISHED" and "oasst_eft/eft_rows" in run.data.metrics
+    assert "eval/rm/pairwise_accuracy" in run.data.metrics or "eval/rm/parse_rate" in run.data.metrics

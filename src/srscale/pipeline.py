@@ -245,6 +245,8 @@ def _run(job: Job, overrides: str) -> dict:
     base_path = model_path(cfg.model, cfg.cache_dir, cfg.judge.template)
     models = Models(cfg, base_path, device)
 
+    if cfg.data.source == "oasst" and not data.eft and cfg.train.sft.enabled:
+        data = stage_oasst_eft(job, models, data)
     m1 = stage_sft(job, models, data)
     current = models.load(m1)
     n_params = count_parameters(current.model)
@@ -363,6 +365,46 @@ def stage_sft(job: Job, models: Models, data: SeedData) -> Path | None:
     job.log_once(d, metrics, step=0, series={"sft/loss": [tuple(p) for p in rec["loss_curve"]]},
                  artifacts=artifacts)
     return d / "model"
+
+
+def stage_oasst_eft(job: Job, models: Models, data: SeedData) -> SeedData:
+    """The paper's EFT for OASST: an IFT-only SFT model judges human-ranked replies; judgments whose
+    scores order the replies as the human ranks do are kept (balanced by score) as EFT for M1."""
+    from srscale.data_sources import build_oasst_eft, oasst_ranked_items
+    from srscale.models import peft_config
+    from srscale.training import sft
+
+    cfg = job.cfg
+    d = job.dir("oasst_eft")
+    rec = stage_record(d)
+    if rec is None:
+        base = job.dir("oasst_eft/sft_ift")
+        if not (base / "model").exists():
+            loaded = models.load(None, trainable=True)
+            sft(loaded.model, loaded.tokenizer, data.ift, cfg.train.sft, peft_config=peft_config(cfg.model, cfg.lora),
+                output_dir=base, max_length=cfg.model.max_length, seed=cfg.seed, bf16=_bf16(cfg),
+                gradient_checkpointing=cfg.model.gradient_checkpointing)
+            models.drop()
+        items = oasst_ranked_items(cfg.data)
+        flat = [(it["prompt"], reply) for it in items for reply in it["replies"]]
+        loaded = models.load(base / "model")
+        records = judge_items(loaded.model, loaded.tokenizer, cfg, flat, samples=1, seed=cfg.seed + 3, gate=None,
+                              desc="oasst EFT judging")
+        by_item = {r["item"]: r for r in records}
+        judgments, k = [], 0
+        for it in items:
+            judgments.append([{"text": by_item[k + j]["text"], "score": by_item[k + j]["score"]}
+                              for j in range(len(it["replies"]))])
+            k += len(it["replies"])
+        rows = build_oasst_eft(items, judgments, cfg.judge.template, cfg.seed)
+        write_jsonl(d / "judgments.jsonl", records)
+        write_jsonl(d / "eft.jsonl", rows)
+        rec = mark_done(d, {"prompts": len(items), "judged": len(records),
+                            "parse_rate": judging.parse_rate([r["score"] for r in records]), "eft_rows": len(rows)})
+    data.eft = read_jsonl(d / "eft.jsonl")
+    job.log_once(d, {f"oasst_eft/{k}": v for k, v in rec.items()}, step=0,
+                 artifacts=[(d / "eft.jsonl", "oasst_eft")])
+    return data
 
 
 def stage_probe(job: Job, models: Models, data: SeedData, model_dir: Path | None, name: str) -> dict:

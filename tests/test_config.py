@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from srscale.__main__ import CONF_DIR, REPO_DIR, _jobdir
-from srscale.config import Config, ConfigError, flatten, register_configs, to_typed
+from srscale.config import Config, ConfigError, check_override, flatten, register_configs, to_typed
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in {"accelerate"})
 
@@ -136,3 +136,44 @@ def test_cli_unknown_model_is_one_line_naming_options(tmp_path) -> None:
 def test_cli_unknown_option_inside_a_sweep(tmp_path) -> None:
     out = _cli("-m", "lora=r8,r99", f"hydra.sweep.dir={tmp_path}")
     assert out.returncode == 2 and "lora=r99" in out.stderr and "r16" in out.stderr
+
+
+@pytest.mark.parametrize("key,values,expect", [
+    ("train.sft.lernrate", [1], "did you mean train.sft.learning_rate?"),
+    ("lora.rank", [3], "lora has no 'rank'"),
+    ("modle.name", ["x"], "did you mean model?"),
+    ("self_reward.gate.max_consecutiv", [3], "did you mean self_reward.gate.max_consecutive?"),
+    ("lora.r", ["sixteen"], "must be an integer"),
+    ("lora.r", [8, 2.5], "lora.r=2.5: must be an integer"),
+    ("train.sft.learning_rate", ["abc"], "must be a number"),
+    ("lora.enabled", ["yes"], "must be true or false"),
+    ("seed", [None], "seed=None: must be an integer"),
+])
+def test_check_override_names_the_problem(key: str, values: list, expect: str) -> None:
+    problem = check_override(key, values)
+    assert problem is not None and expect in problem and "\n" not in problem
+
+
+@pytest.mark.parametrize("key,values", [
+    ("train.sft.learning_rate", [1e-4, 3]),  # an integer is a fine number
+    ("self_reward.max_pairs", [None, 20]),  # optional
+    ("model.tiny.vocab_size", [512]),  # through an optional dataclass
+    ("data.columns.prompt", ["q"]),  # a free-form mapping
+    ("data.data_files", [["a.jsonl", "b.jsonl"]]),
+    ("run_name", ["${model.name}"]),
+    ("model.name", [123]),  # numbers are fine strings
+])
+def test_check_override_accepts_valid_values(key: str, values: list) -> None:
+    assert check_override(key, values) is None
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["train.sft.lernrate=0"], "unknown config key train.sft.lernrate"),
+    (["lora.r=sixteen"], "invalid config: lora.r='sixteen': must be an integer"),
+    (["-m", "train.sft.learning_rate=1e-4,abc"], "train.sft.learning_rate='abc'"),
+])
+def test_cli_misspelt_key_or_wrong_type_is_one_line(tmp_path, args: list[str], expect: str) -> None:
+    out = _cli(*args, f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expect in lines[0], out.stderr

@@ -55,6 +55,36 @@ def _check_group_options(argv: list[str]) -> str | None:
     return None
 
 
+def _check_keys(argv: list[str]) -> str | None:
+    """One line naming a misspelt key or a value of the wrong type (``train.sft.lernrate=1``,
+    ``lora.r=sixteen``), or None. Sweeps are checked value by value; the rest is left to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from srscale.config import check_override
+
+    parser = OverridesParser.create()
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+    for arg in argv:
+        if "=" not in arg or arg.startswith("-"):
+            continue
+        try:
+            (override,) = parser.parse_overrides([arg])
+        except Exception:  # noqa: BLE001 - malformed syntax: Hydra's own message explains it
+            continue
+        key = override.key_or_group
+        if (override.is_add() or override.is_delete() or override.package is not None
+                or key.split(".")[0] == "hydra" or key in groups):
+            continue
+        try:
+            values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        except Exception:  # noqa: BLE001 - e.g. a glob sweep; Hydra expands it
+            continue
+        problem = check_override(key, values)
+        if problem:
+            return f"srscale: {problem}"
+    return None
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -72,7 +102,7 @@ def main() -> None:
         print(f"srscale: config directory {CONF_DIR} not found; install srscale from a checkout with "
               "`pip install -e .`", file=sys.stderr)
         sys.exit(2)
-    problem = _check_group_options(sys.argv[1:])
+    problem = _check_group_options(sys.argv[1:]) or _check_keys(sys.argv[1:])
     if problem:
         print(problem, file=sys.stderr)
         sys.exit(2)
@@ -106,15 +136,23 @@ def main() -> None:
             summary = run_job(typed, overrides)
         except SrscaleError as exc:
             if hc.mode is not None and hc.mode.name == "MULTIRUN":
-                logging.getLogger("srscale").error("%s", exc)
-                raise
+                # The job is recorded (FAILED run, traceback artifact); the sweep goes on and
+                # exits non-zero at the end, listing each failed job in one line.
+                logging.getLogger("srscale").error("job failed: %s", exc)
+                failed_jobs.append(f"{overrides or '(defaults)'}: {exc}")
+                return
             print(f"srscale: {exc}", file=sys.stderr)
             sys.exit(2)
         logging.getLogger("srscale").info(
             "job done: %s (gate %s, %s iterations) in %s", typed.model.name, summary.get("gate_outcome"),
             summary.get("iterations_completed"), typed.output_dir)
 
+    failed_jobs: list[str] = []
     task()
+    if failed_jobs:
+        for line in failed_jobs:
+            print(f"srscale: job failed: {line}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

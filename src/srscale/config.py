@@ -11,6 +11,9 @@ models lives in the YAML presets, which state only what differs.
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -439,3 +442,63 @@ def flatten(cfg: Config | DictConfig | dict, prefix: str = "") -> dict[str, Any]
 
     walk(container, prefix)
     return out
+
+
+# ------------------------------------------------------------------------- command-line overrides
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``X | None`` -> (X, True); anything else -> (tp, False)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], len(args) < len(typing.get_args(tp))
+    return tp, False
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _value_fits(tp: Any, optional: bool, value: Any) -> bool:
+    if value is None:
+        return optional
+    if isinstance(value, str) and value.startswith("${"):
+        return True  # an interpolation; resolved (and checked) later
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return not isinstance(value, (list, dict))
+    return True
+
+
+def check_override(key: str, values: list[Any], root: type = Config) -> str | None:
+    """Check a dotted ``key`` and its value(s) against the schema; a one-line problem, or None.
+
+    Pure: walks the dataclass types (not a composed config), so it runs before Hydra composes and
+    turns Hydra's multi-line "Key 'lr' not in 'SFTConfig'" into one line with a suggestion. Keys under
+    a free-form mapping or list (``data.columns.*``) and interpolations are left to Hydra.
+    """
+    node: Any = root
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        node, _ = _unwrap_optional(node)
+        if not is_dataclass(node):
+            return None  # inside a dict / list field: anything goes
+        hints = typing.get_type_hints(node)
+        names = [f.name for f in fields(node)]
+        if part not in names:
+            where = ".".join(parts[:depth]) or "the top level"
+            close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
+            hint = f"did you mean {'.'.join([*parts[:depth], close[0]])}? " if close else ""
+            return (f"unknown config key {key}: {where} has no '{part}'; {hint}keys there: {', '.join(names)} "
+                    "(python -m srscale --help lists them all)")
+        node = hints[part]
+    tp, optional = _unwrap_optional(node)
+    for value in values:
+        if not _value_fits(tp, optional, value):
+            return (f"invalid config: {key}={value!r}: must be {_type_name(tp)}"
+                    f"{' or null' if optional else ''}")
+    return None

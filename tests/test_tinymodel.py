@@ -74,3 +74,16 @@ def test_lora_sft_changes_adapter_and_lowers_loss(built: Path, tmp_path: Path) -
     assert len(losses) >= 3 and losses[-1] < losses[0]
     assert (tmp_path / "model" / "adapter_config.json").exists()
     assert count_parameters(trained) == n_base
+
+
+def test_long_inputs_are_cut_on_the_left_and_keep_the_generation_prompt(built: Path) -> None:
+    from srscale.generation import encode_batch, render_chat, user_turn
+
+    tok = AutoTokenizer.from_pretrained(built)
+    long = render_chat(tok, user_turn("Sort these words: " + " ".join(["banana apple"] * 200)))
+    short = render_chat(tok, user_turn("What is 2 + 3?"))
+    enc = encode_batch(tok, [long, short], max_input_tokens=24)
+    assert enc["input_ids"].shape[1] == 24
+    for row in enc["input_ids"]:
+        assert tok.decode(row, skip_special_tokens=False).endswith("<|end|>\n<|assistant|>\n")
+    assert enc["attention_mask"][1, 0] == 0  # the short one is padded on the left

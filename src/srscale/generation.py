@@ -47,6 +47,16 @@ def stop_token_ids(tokenizer) -> list[int]:
     return ids
 
 
+def encode_batch(tokenizer, texts: Sequence[str], max_input_tokens: int | None = None) -> dict:
+    """Tokenize templated texts for generation: padded and, past ``max_input_tokens``, cut on the
+    left, so every input still ends with its generation prompt (a right cut would drop the
+    assistant turn and the model would go on writing the user's text)."""
+    tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"
+    return tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False,
+                     truncation=max_input_tokens is not None, max_length=max_input_tokens)
+
+
 @torch.no_grad()
 def generate_texts(model, tokenizer, texts: Sequence[str], params: SamplingParams, *, batch_size: int = 32,
                    seed: int = 0, desc: str = "generate", on_batch: Callable[[list[int], list[str]], bool] | None = None,
@@ -61,7 +71,6 @@ def generate_texts(model, tokenizer, texts: Sequence[str], params: SamplingParam
     if not texts:
         return []
     device = next(model.parameters()).device
-    tokenizer.padding_side = "left"
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     outputs: dict[int, str] = {}
     was_training = model.training
@@ -71,10 +80,8 @@ def generate_texts(model, tokenizer, texts: Sequence[str], params: SamplingParam
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
-                            add_special_tokens=False, truncation=max_input_tokens is not None,
-                            max_length=max_input_tokens)
-            enc = {k: v.to(device) for k, v in enc.items()}
+            enc = {k: v.to(device) for k, v in encode_batch(tokenizer, [texts[i] for i in idx],
+                                                            max_input_tokens).items()}
             # Seed torch's global RNG from our own generator: per-batch determinism independent of
             # whatever ran before.
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))

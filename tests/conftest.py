@@ -35,6 +35,19 @@ SMALL = [
     "self_reward.instruct_max_new_tokens=16", "judge.max_new_tokens=16",
 ]
 NO_GATE = ["self_reward.gate.max_consecutive=100000"]
+# Enough judge SFT for that small model to write parseable "Score: n" judgments (measured: 100% of the
+# probe parses, ~20 s of SFT on 2 cores), so iterations form pairs and run DPO.
+JUDGES = ["data.sizes.eft=400", "train.sft.epochs=3", "train.sft.learning_rate=1e-2", "train.sft.batch_size=8",
+          "judge.max_new_tokens=32", "self_reward.prompts_per_iteration=6", "train.dpo.batch_size=2"]
+
+
+def merged(*override_lists: list[str]) -> list[str]:
+    """Overrides in order, a later value of a key replacing an earlier one."""
+    out: dict[str, str] = {}
+    for overrides in override_lists:
+        for item in overrides:
+            out[item.split("=", 1)[0]] = item
+    return list(out.values())
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,14 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import NO_GATE, SMALL, run_cli, store
+from conftest import JUDGES, NO_GATE, SMALL, merged, run_cli, store
 from srscale.tracking import find_runs, metric_history
 
 pytestmark = pytest.mark.slow
 
 def test_loop_runs_two_iterations_and_records_everything(tmp_path: Path, env: dict) -> None:
-    out = run_cli([*SMALL, *NO_GATE, "self_reward.iterations=2"], tmp_path, env)
+    args = merged(SMALL, JUDGES, NO_GATE, ["self_reward.iterations=2"])
+    out = run_cli(args, tmp_path, env)
     assert out.returncode == 0, out.stderr[-3000:]
     job = tmp_path / "outputs"
     (jobdir,) = [p for p in job.iterdir() if p.is_dir()]
@@ -61,8 +62,17 @@ def test_loop_runs_two_iterations_and_records_everything(tmp_path: Path, env: di
     judgments = [json.loads(line) for line in (jobdir / "iter_1" / "judgments.jsonl").read_text().splitlines()]
     assert judgments and all(j["score"] is None or 0 <= j["score"] <= 5 for j in judgments)
 
+    # The model judged its own candidates, so pairs formed and DPO trained M2 (and M3 from M2).
+    it1, it2 = (json.loads((jobdir / f"iter_{t}" / "DONE.json").read_text()) for t in (1, 2))
+    assert it1["metrics"]["valid_pairs"] > 0 and it1["metrics"]["dpo_steps"] > 0
+    assert it1["model_dir"] == str(jobdir / "iter_1" / "dpo" / "model") and (jobdir / "iter_1/dpo/model").is_dir()
+    assert [s for s, _ in metric_history(store(tmp_path), rid, "iter/dpo_loss")] == (
+        [1, 2] if it2["metrics"].get("dpo_steps") else [1])
+    pairs = [json.loads(line) for line in (jobdir / "iter_1" / "pairs.jsonl").read_text().splitlines()]
+    assert all(p["chosen_score"] > p["rejected_score"] for p in pairs)
+
     # A finished job is not redone.
-    again = run_cli([*SMALL, *NO_GATE, "self_reward.iterations=2"], tmp_path, env)
+    again = run_cli(args, tmp_path, env)
     assert again.returncode == 0 and len(find_runs(store(tmp_path), "srscale")) == 1
     assert len(metric_history(store(tmp_path), rid, "iter/candidates")) == 2
 
@@ -119,20 +129,23 @@ def test_killed_job_resumes_at_the_stage_it_was_in(tmp_path: Path, env: dict) ->
     assert len(sft_steps) == len(set(sft_steps))
 
 
-def test_multirun_two_jobs_and_a_failing_job_is_recorded(tmp_path: Path, env: dict) -> None:
-    out = run_cli(["-m", *SMALL, *NO_GATE, "self_reward.iterations=0", "eval=none", "lora=full,r8"], tmp_path, env)
-    assert out.returncode == 0, out.stderr[-3000:]
+def test_multirun_runs_every_job_and_records_the_failing_ones(tmp_path: Path, env: dict) -> None:
+    # 2 x 2 jobs: the two jsonl jobs fail (no data files given), the two suite jobs still run.
+    out = run_cli(["-m", *SMALL, *NO_GATE, "self_reward.iterations=0", "eval=none", "lora=full,r8",
+                   "data=suite,jsonl"], tmp_path, env)
+    assert out.returncode == 2, out.stderr[-3000:]
+    failed = [line for line in out.stderr.splitlines() if line.startswith("srscale: job failed:")]
+    assert len(failed) == 2 and all("data=jsonl" in line and "data.data_files" in line for line in failed)
+    assert "Traceback" not in out.stderr
     runs = find_runs(store(tmp_path), "srscale")
-    assert len(runs) == 2 and {r.data.params["lora.name"] for r in runs} == {"full", "r8"}
-    assert all(r.info.status == "FINISHED" for r in runs)
-
-    bad = run_cli(["-m", *SMALL, *NO_GATE, "self_reward.iterations=0", "eval=none", "tracking.experiment=mixed",
-                   "data=jsonl,suite"], tmp_path, env)
-    assert bad.returncode != 0
-    runs = {r.data.params["data.name"]: r for r in find_runs(store(tmp_path), "mixed")}
-    assert runs["jsonl"].info.status == "FAILED" and runs["suite"].info.status == "FINISHED"
+    assert len(runs) == 4
+    by_status = {(r.data.params["data.name"], r.data.params["lora.name"]): r.info.status for r in runs}
+    assert by_status == {("suite", "full"): "FINISHED", ("suite", "r8"): "FINISHED",
+                         ("jsonl", "full"): "FAILED", ("jsonl", "r8"): "FAILED"}
     client = mlflow.MlflowClient(tracking_uri=store(tmp_path))
-    assert "traceback.txt" in {a.path for a in client.list_artifacts(runs["jsonl"].info.run_id)}
+    failed_run = next(r for r in runs if r.info.status == "FAILED")
+    assert "traceback.txt" in {a.path for a in client.list_artifacts(failed_run.info.run_id)}
+    assert len({p.name for p in (tmp_path / "outputs").iterdir() if p.is_dir()}) == 4
 
 
 def test_same_config_and_seed_give_the_same_generated_data(tmp_path: Path, env: dict) -> None:

@@ -461,17 +461,30 @@ def _dpo(job: Job, models: Models, policy_dir: Path | None, ref_dir: Path | None
     is_adapter = policy_dir is not None and (policy_dir / "adapter_config.json").exists()
     loaded = models.load(policy_dir, trainable=True)
     new_adapter = peft_config(cfg.model, cfg.lora) if (cfg.lora.enabled and not is_adapter) else None
-    # With a loaded adapter and reference == policy, TRL copies the adapter as a frozen reference.
-    # Otherwise we load the reference weights explicitly (TRL would reload the *base* from its hub path).
-    ref = None
-    if not (is_adapter and ref_dir == policy_dir) and not (new_adapter is not None and ref_dir == policy_dir):
-        ref = models.reference(ref_dir)
+    how = dpo_reference(is_adapter, new_adapter is not None, same_weights=ref_dir == policy_dir)
+    ref = models.reference(ref_dir) if how == "load" else None
     _, result = dpo(loaded.model, loaded.tokenizer, rows, cfg.train.dpo, output_dir=d,
                     max_length=cfg.model.max_length, ref_model=ref, peft_config=new_adapter,
                     seed=cfg.seed, prefix=prefix, bf16=_bf16(cfg), epochs=epochs,
                     gradient_checkpointing=cfg.model.gradient_checkpointing)
     models.drop()
     return result
+
+
+def dpo_reference(policy_is_adapter: bool, adds_adapter: bool, same_weights: bool) -> str:
+    """Where DPO's reference model comes from.
+
+    ``"adapter_copy"``: the policy is a loaded adapter and the reference is the same weights; TRL
+    copies that adapter into a frozen "ref" adapter. ``"adapter_disabled"``: a fresh adapter goes on
+    the policy's weights; with the adapter disabled the model *is* the reference. ``"load"``: any
+    other case; the pipeline loads the reference weights itself (left alone, TRL would reload the
+    *base* model from its hub path, which is wrong after SFT with full fine-tuning).
+    """
+    if same_weights and policy_is_adapter:
+        return "adapter_copy"
+    if same_weights and adds_adapter:
+        return "adapter_disabled"
+    return "load"
 
 
 def _dpo_record(result, n_pairs: int) -> dict:

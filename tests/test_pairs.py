@@ -128,3 +128,22 @@ def test_score_histogram():
     h = score_histogram([4.0, 3.5, None, 4, 0.0, float("nan")])
     assert h == {"0": 1, "3.5": 1, "4": 2, "none": 2}
     assert list(h)[:3] == ["0", "3.5", "4"]
+
+
+def test_identical_candidates_are_one_response_with_pooled_samples():
+    # "5." judged 5 then 1 is one response with mean 3, not a pair of itself.
+    pairs, stats = build_pairs([item("p", ("5.", [5]), ("5.", [1]), ("six", [2]))])
+    assert len(pairs) == 1 and (pairs[0].chosen, pairs[0].rejected) == ("5.", "six")
+    assert pairs[0].chosen_score == 3.0 and stats.duplicates_merged == 1 and stats.candidates == 3
+
+
+def test_a_prompt_whose_candidates_are_all_the_same_text_gives_no_pair():
+    pairs, stats = build_pairs([item("p", ("same", [5, 4]), ("same", [0]), ("same", [None]))])
+    assert pairs == [] and stats.too_few_valid == 1 and stats.duplicates_merged == 2
+    assert stats.prompts == stats.pairs + stats.ties + stats.too_few_valid
+
+
+def test_merging_does_not_touch_the_inputs():
+    a, b = Candidate("x", [1.0]), Candidate("x", [3.0])
+    build_pairs([PromptCandidates("p", [a, b, Candidate("y", [5.0])])])
+    assert a.scores == [1.0] and b.scores == [3.0]

@@ -2,8 +2,10 @@
 
 For each prompt the model wrote N candidates and judged each K times. A candidate's score is the mean of
 its *valid* judge samples (:func:`srscale.judging.aggregate`); a candidate with no valid sample has no
-score and is excluded, never treated as 0 or -1. A prompt with fewer than two scored candidates gives no
-pair. Strategies:
+score and is excluded, never treated as 0 or -1. Candidates with identical text are one response judged
+more often: their samples are pooled (small models often repeat themselves, and a pair whose chosen and
+rejected texts are equal teaches DPO nothing). A prompt with fewer than two distinct scored candidates
+gives no pair. Strategies:
 
 * ``max_min`` (the paper): chosen = highest mean, rejected = lowest mean; equal → tie, no pair.
 * ``max_random``: chosen = highest mean, rejected = a random candidate with a strictly lower mean
@@ -76,6 +78,7 @@ class PairStats:
     too_few_valid: int = 0
     all_failed: int = 0
     candidates: int = 0
+    duplicates_merged: int = 0  # candidates whose text repeated an earlier candidate's of the same prompt
     excluded_candidates: int = 0
     mean_chosen_len: float | None = None  # characters
     mean_rejected_len: float | None = None
@@ -92,6 +95,17 @@ def _as_prompt_candidates(item: PromptCandidates | Mapping[str, Any]) -> PromptC
     cands = [c if isinstance(c, Candidate) else Candidate(text=c["text"], scores=list(c["scores"]))
              for c in item["candidates"]]
     return PromptCandidates(prompt=item["prompt"], candidates=cands, prompt_id=item.get("prompt_id"))
+
+
+def merge_duplicates(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """One candidate per distinct text, in first-seen order, with the judge samples of its copies pooled."""
+    merged: dict[str, Candidate] = {}
+    for c in candidates:
+        if c.text in merged:
+            merged[c.text].scores.extend(c.scores)
+        else:
+            merged[c.text] = Candidate(c.text, list(c.scores))
+    return list(merged.values())
 
 
 def build_pairs(
@@ -114,7 +128,9 @@ def build_pairs(
         item = _as_prompt_candidates(raw)
         stats.prompts += 1
         stats.candidates += len(item.candidates)
-        scored = [(c, c.score) for c in item.candidates]
+        distinct = merge_duplicates(item.candidates)
+        stats.duplicates_merged += len(item.candidates) - len(distinct)
+        scored = [(c, c.score) for c in distinct]
         valid = [(c, s) for c, s in scored if is_valid_score(s)]
         stats.excluded_candidates += len(scored) - len(valid)
         if len(valid) < 2:

@@ -592,9 +592,12 @@ def _iteration(job: Job, models: Models, data: SeedData, model_dir: Path | None,
         pair_rows = [{**p, **_checker_grades(p)} for p in pair_rows]
         m["judge_checker_agreement"] = checker_agreement(pair_rows)
     write_jsonl(d / "pairs.jsonl", pair_rows)
+    # Lengths and margins of the pairs DPO trains on (after max_pairs).
     m.update(valid_pairs=len(pair_rows), ties_dropped=stats.ties, too_few_valid=stats.too_few_valid,
-             chosen_len_mean=stats.mean_chosen_len, rejected_len_mean=stats.mean_rejected_len,
-             score_margin_mean=stats.mean_margin)
+             duplicate_candidates=stats.duplicates_merged,
+             chosen_len_mean=_mean([len(p["chosen"]) for p in pair_rows]),
+             rejected_len_mean=_mean([len(p["rejected"]) for p in pair_rows]),
+             score_margin_mean=_mean([p["margin"] for p in pair_rows]))
 
     # 5. DPO -> M(t+1)
     train_rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pair_rows]
@@ -613,6 +616,10 @@ def _iteration(job: Job, models: Models, data: SeedData, model_dir: Path | None,
 
 def _rate(n: int, total: int) -> float | None:
     return n / total if total else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def _checker_grades(pair: dict) -> dict:

@@ -70,3 +70,14 @@ def test_null_tracker_is_silent() -> None:
     assert isinstance(tr, NullTracker)
     tr.log_metrics({"a": 1.0}, step=0)
     tr.end()
+
+
+def test_a_sweep_creates_the_store_before_its_jobs(store: str) -> None:
+    from omegaconf import OmegaConf
+
+    from srscale.hydra_callbacks import CreateStoreFirst
+
+    CreateStoreFirst().on_multirun_start(OmegaConf.create(
+        {"tracking": {"backend": "mlflow", "tracking_uri": store, "experiment": "sweep"}}))
+    assert mlflow.MlflowClient(tracking_uri=store).get_experiment_by_name("sweep") is not None
+    CreateStoreFirst().on_multirun_start(OmegaConf.create({"tracking": {"backend": "none"}}))  # no store: no-op

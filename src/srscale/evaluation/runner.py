@@ -114,6 +114,13 @@ def evaluate_stage(job, models, data: SeedData, model_dir: Path | None, stage: s
             except SrscaleError as exc:
                 errors[name] = str(exc)
                 log.error("evaluation %s failed at stage %s: %s", name, stage, exc)
+            except Exception as exc:  # noqa: BLE001 - a crash inside one evaluation must not lose the others
+                import traceback
+
+                (out / f"{name}_traceback.txt").write_text(traceback.format_exc())
+                first = (str(exc).strip().splitlines() or [""])[0]
+                errors[name] = f"{type(exc).__name__}: {first} (traceback in eval/{stage}/{name}_traceback.txt)"
+                log.error("evaluation %s crashed at stage %s: %s", name, stage, errors[name])
         rec = mark_done(out, {"stage": stage, "step": step, "metrics": metrics, "errors": errors})
         write_json(out / "metrics.json", metrics)
     job.log_once(out, {f"eval/{k}": v for k, v in rec["metrics"].items() if v is not None}, step=step,

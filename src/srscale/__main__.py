@@ -91,6 +91,9 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("transformers", "datasets", "huggingface_hub", "mlflow", "alembic", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # lm-eval warns once per request whose context is cut to the model's length: thousands of lines
+    # for a small model on MMLU or HellaSwag. The cut is lm-eval's documented behaviour.
+    logging.getLogger("lm_eval.models.huggingface").setLevel(logging.ERROR)
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning)

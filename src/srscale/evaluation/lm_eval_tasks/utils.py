@@ -142,22 +142,23 @@ def load_hellaswag(data_dir: str | None = None, **_: Any) -> datasets.DatasetDic
     return _single("validation", rows)
 
 
+def _docs_and_labels(data_dir: str | None, name: str) -> tuple[list[dict], list[str]]:
+    """A release's jsonl of items and its separate one-label-per-line file, checked to match in length."""
+    docs_path = data_file(data_dir, name, LAYOUT[name][0])
+    docs = _read_jsonl(docs_path)
+    return docs, _read_labels(data_file(data_dir, name, LAYOUT[name][1]), len(docs), docs_path)
+
+
 def load_piqa(data_dir: str | None = None, **_: Any) -> datasets.DatasetDict:
     """PIQA validation (valid.jsonl + valid-labels.lst) as baber/piqa rows: goal, sol1, sol2, label (int)."""
-    docs_path = data_file(data_dir, "piqa", LAYOUT["piqa"][0])
-    labels_path = data_file(data_dir, "piqa", LAYOUT["piqa"][1])
-    docs = _read_jsonl(docs_path)
-    labels = _read_labels(labels_path, len(docs), docs_path)
+    docs, labels = _docs_and_labels(data_dir, "piqa")
     rows = [{"goal": d["goal"], "sol1": d["sol1"], "sol2": d["sol2"], "label": int(y)} for d, y in zip(docs, labels, strict=True)]
     return _single("validation", rows)
 
 
 def load_siqa(data_dir: str | None = None, **_: Any) -> datasets.DatasetDict:
     """Social IQa dev (dev.jsonl + dev-labels.lst, labels 1-3) as lighteval/siqa rows (label a string)."""
-    docs_path = data_file(data_dir, "siqa", LAYOUT["siqa"][0])
-    labels_path = data_file(data_dir, "siqa", LAYOUT["siqa"][1])
-    docs = _read_jsonl(docs_path)
-    labels = _read_labels(labels_path, len(docs), docs_path)
+    docs, labels = _docs_and_labels(data_dir, "siqa")
     keys = ("context", "question", "answerA", "answerB", "answerC")
     rows = [{**{k: d[k] for k in keys}, "label": y} for d, y in zip(docs, labels, strict=True)]
     return _single("validation", rows)

@@ -12,9 +12,9 @@ from transformers import AutoModelForCausalLM
 
 from srscale.config import DPOConfig, LoraConfig, ModelConfig, SuiteSizes, TinyArchConfig
 from srscale.models import load_tokenizer, peft_config
-from srscale.pipeline import dpo_reference
 from srscale.suite.build import build_suite
 from srscale.tinymodel import ensure_tiny_model
+from srscale.train_stage import dpo_reference
 from srscale.training import dpo
 
 ARCH = TinyArchConfig(vocab_size=400, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2,

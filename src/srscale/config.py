@@ -229,11 +229,25 @@ class DPOConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """Train the SFT and DPO stages in ``num_processes`` processes (one per GPU; DDP by default, FSDP or
+    DeepSpeed ZeRO-3 with an accelerate config). Generation, judging and evaluation stay in the job's
+    own process, which may spread a large model over the GPUs with ``model.device_map=auto``."""
+
+    num_processes: int = 1  # 1: train in the job's own process
+    accelerate_config: str | None = None  # a file, or a name in conf/accelerate/ (fsdp, deepspeed_zero3)
+
+    def __post_init__(self) -> None:
+        _positive("train.distributed.num_processes", self.num_processes)
+
+
+@dataclass
 class TrainConfig:
     name: str = "paper"
     sft: SFTConfig = field(default_factory=SFTConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     seed_dpo_epochs: float = 0.0  # DPO on seed pairs before self-rewarding (small-model study: 6)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 # --------------------------------------------------------------------------------------- judge

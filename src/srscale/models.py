@@ -97,9 +97,12 @@ def load_tokenizer(cfg: ModelConfig, path: str):
     return tok
 
 
-def load_model(cfg: ModelConfig, path: str, device: str, adapter: str | Path | None = None,
+def load_model(cfg: ModelConfig, path: str, device: str | None, adapter: str | Path | None = None,
                trainable_adapter: bool = False):
-    """Load the base weights (and optionally a saved LoRA adapter) onto ``device``."""
+    """Load the base weights (and optionally a saved LoRA adapter) onto ``device``.
+
+    ``device=None`` leaves the weights where ``from_pretrained`` put them, for a trainer running in
+    several processes to place (DDP) or shard (FSDP, ZeRO-3) them."""
     from transformers import AutoModelForCausalLM
 
     kwargs: dict = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code,
@@ -107,7 +110,7 @@ def load_model(cfg: ModelConfig, path: str, device: str, adapter: str | Path | N
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.load_in_4bit:
-        if device != "cuda":
+        if device is not None and not str(device).startswith("cuda"):
             raise SrscaleError(f"model={cfg.name}: load_in_4bit needs a CUDA device (bitsandbytes); "
                                "set model.load_in_4bit=false on CPU")
         from transformers import BitsAndBytesConfig
@@ -127,7 +130,7 @@ def load_model(cfg: ModelConfig, path: str, device: str, adapter: str | Path | N
         if "does not appear to have" in str(exc) or "not a valid" in str(exc) or cfg.source == "hub":
             raise _missing_model_error(cfg, exc) from None
         raise
-    if not cfg.device_map:
+    if not cfg.device_map and device is not None:
         model.to(device)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()

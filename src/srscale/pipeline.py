@@ -37,6 +37,7 @@ from srscale.errors import SrscaleError
 from srscale.generation import SamplingParams, generate_texts, render_chat, user_turn
 from srscale.seed_data import SeedData, read_jsonl, write_json, write_jsonl
 from srscale.tracking import Tracker, make_tracker
+from srscale.train_stage import TrainSpec, is_adapter_dir, run_spec
 
 log = logging.getLogger(__name__)
 
@@ -100,34 +101,21 @@ class Models:
 
         return load_tokenizer(self.cfg.model, self.base_path)
 
-    def load(self, source: Path | None, trainable: bool = False) -> Loaded:
-        """Weights from ``source`` (a saved stage model dir) or the base model when None."""
+    def load(self, source: Path | None) -> Loaded:
+        """Weights from ``source`` (a saved stage model dir) or the base model when None, for inference."""
         from srscale.models import load_model
 
-        if self.current is not None and self.current.source == source and not trainable:
+        if self.current is not None and self.current.source == source:
             return self.current
         self.current = None
         tok = self.tokenizer()
-        if source is not None and (source / "adapter_config.json").exists():
-            model = load_model(self.cfg.model, self.base_path, self.device, adapter=source,
-                               trainable_adapter=trainable)
+        if is_adapter_dir(source):
+            model = load_model(self.cfg.model, self.base_path, self.device, adapter=source)
         else:
             model = load_model(self.cfg.model, str(source) if source else self.base_path, self.device)
-        if not trainable:
-            model.eval()
+        model.eval()
         self.current = Loaded(model, tok, source)
         return self.current
-
-    def reference(self, source: Path | None):
-        """A frozen copy of a stage's model for DPO's reference (merged if it is an adapter)."""
-        from srscale.models import load_model
-
-        if source is not None and (source / "adapter_config.json").exists():
-            ref = load_model(self.cfg.model, self.base_path, self.device, adapter=source).merge_and_unload()
-        else:
-            ref = load_model(self.cfg.model, str(source) if source else self.base_path, self.device)
-        ref.eval()
-        return ref
 
     def drop(self) -> None:
         self.current = None
@@ -210,6 +198,9 @@ def run_job(cfg: Config, overrides: str = "") -> dict:
         log.info("job already complete in %s (gate: %s); nothing to do", root, summary.get("gate_outcome"))
         return summary
 
+    from srscale.launch import check
+
+    check(cfg.train.distributed)
     tracking_file = root / "tracking.json"
     resume_id = json.loads(tracking_file.read_text())["run_id"] if tracking_file.exists() else None
     run_name = cfg.run_name or f"{cfg.model.name}|{overrides or 'defaults'}"
@@ -339,9 +330,6 @@ def _bf16(cfg: Config) -> bool:
 
 def stage_sft(job: Job, models: Models, data: SeedData) -> Path | None:
     """SFT on IFT+EFT -> M1. With ``train.sft.enabled=false`` M1 is the base model (returns None)."""
-    from srscale.models import peft_config
-    from srscale.training import sft
-
     cfg = job.cfg
     if not cfg.train.sft.enabled:
         return None
@@ -350,12 +338,7 @@ def stage_sft(job: Job, models: Models, data: SeedData) -> Path | None:
     if rec is None:
         rows = data.ift + [{"prompt": r["prompt"], "response": r["response"]} for r in data.eft]
         random.Random(cfg.seed).shuffle(rows)
-        loaded = models.load(None, trainable=True)
-        _, result = sft(loaded.model, loaded.tokenizer, rows, cfg.train.sft,
-                        peft_config=peft_config(cfg.model, cfg.lora), output_dir=d,
-                        max_length=cfg.model.max_length, seed=cfg.seed, bf16=_bf16(cfg),
-                        gradient_checkpointing=cfg.model.gradient_checkpointing)
-        models.drop()
+        result = train(job, models, _spec(cfg, models, "sft", rows, d, policy_dir=None))
         losses = [(int(r["step"]), r["loss"]) for r in result.history if "loss" in r]
         rec = mark_done(d, {"steps": result.steps, "runtime_s": result.runtime_s, "examples": len(rows),
                             "loss_first": losses[0][1] if losses else None,
@@ -371,8 +354,6 @@ def stage_oasst_eft(job: Job, models: Models, data: SeedData) -> SeedData:
     """The paper's EFT for OASST: an IFT-only SFT model judges human-ranked replies; judgments whose
     scores order the replies as the human ranks do are kept (balanced by score) as EFT for M1."""
     from srscale.data_sources import build_oasst_eft, oasst_ranked_items
-    from srscale.models import peft_config
-    from srscale.training import sft
 
     cfg = job.cfg
     d = job.dir("oasst_eft")
@@ -380,11 +361,7 @@ def stage_oasst_eft(job: Job, models: Models, data: SeedData) -> SeedData:
     if rec is None:
         base = job.dir("oasst_eft/sft_ift")
         if not (base / "model").exists():
-            loaded = models.load(None, trainable=True)
-            sft(loaded.model, loaded.tokenizer, data.ift, cfg.train.sft, peft_config=peft_config(cfg.model, cfg.lora),
-                output_dir=base, max_length=cfg.model.max_length, seed=cfg.seed, bf16=_bf16(cfg),
-                gradient_checkpointing=cfg.model.gradient_checkpointing)
-            models.drop()
+            train(job, models, _spec(cfg, models, "sft", data.ift, base, policy_dir=None))
         items = oasst_ranked_items(cfg.data)
         flat = [(it["prompt"], reply) for it in items for reply in it["replies"]]
         loaded = models.load(base / "model")
@@ -454,37 +431,32 @@ def stage_seed_dpo(job: Job, models: Models, data: SeedData, model_dir: Path | N
 
 def _dpo(job: Job, models: Models, policy_dir: Path | None, ref_dir: Path | None, rows: list[dict], d: Path,
          prefix: str, epochs: float | None = None):
-    from srscale.models import peft_config
-    from srscale.training import dpo
-
-    cfg = job.cfg
-    is_adapter = policy_dir is not None and (policy_dir / "adapter_config.json").exists()
-    loaded = models.load(policy_dir, trainable=True)
-    new_adapter = peft_config(cfg.model, cfg.lora) if (cfg.lora.enabled and not is_adapter) else None
-    how = dpo_reference(is_adapter, new_adapter is not None, same_weights=ref_dir == policy_dir)
-    ref = models.reference(ref_dir) if how == "load" else None
-    _, result = dpo(loaded.model, loaded.tokenizer, rows, cfg.train.dpo, output_dir=d,
-                    max_length=cfg.model.max_length, ref_model=ref, peft_config=new_adapter,
-                    seed=cfg.seed, prefix=prefix, bf16=_bf16(cfg), epochs=epochs,
-                    gradient_checkpointing=cfg.model.gradient_checkpointing)
-    models.drop()
-    return result
+    spec = _spec(job.cfg, models, "dpo", rows, d, policy_dir=policy_dir, ref_dir=ref_dir, prefix=prefix,
+                 epochs=epochs)
+    return train(job, models, spec)
 
 
-def dpo_reference(policy_is_adapter: bool, adds_adapter: bool, same_weights: bool) -> str:
-    """Where DPO's reference model comes from.
+def _spec(cfg: Config, models: Models, kind: str, rows: list[dict], d: Path, *, policy_dir: Path | None,
+          ref_dir: Path | None = None, prefix: str = "dpo", epochs: float | None = None) -> TrainSpec:
+    """The stage's training as data; its rows are kept beside the model (``train_rows.jsonl``)."""
+    d.mkdir(parents=True, exist_ok=True)
+    write_jsonl(d / "train_rows.jsonl", rows)
+    return TrainSpec(kind=kind, model=cfg.model, lora=cfg.lora,
+                     settings=cfg.train.sft if kind == "sft" else cfg.train.dpo, base_path=models.base_path,
+                     policy_dir=str(policy_dir) if policy_dir else None, ref_dir=str(ref_dir) if ref_dir else None,
+                     rows_file=str(d / "train_rows.jsonl"), output_dir=str(d), max_length=cfg.model.max_length,
+                     seed=cfg.seed, bf16=_bf16(cfg), epochs=epochs, prefix=prefix)
 
-    ``"adapter_copy"``: the policy is a loaded adapter and the reference is the same weights; TRL
-    copies that adapter into a frozen "ref" adapter. ``"adapter_disabled"``: a fresh adapter goes on
-    the policy's weights; with the adapter disabled the model *is* the reference. ``"load"``: any
-    other case; the pipeline loads the reference weights itself (left alone, TRL would reload the
-    *base* model from its hub path, which is wrong after SFT with full fine-tuning).
-    """
-    if same_weights and policy_is_adapter:
-        return "adapter_copy"
-    if same_weights and adds_adapter:
-        return "adapter_disabled"
-    return "load"
+
+def train(job: Job, models: Models, spec: TrainSpec):
+    """Run one training stage here, or in ``train.distributed.num_processes`` processes."""
+    from srscale.launch import run_distributed
+
+    models.drop()  # the stage loads its own weights; free the ones held for generation
+    dist = job.cfg.train.distributed
+    if dist.num_processes > 1:
+        return run_distributed(spec, dist)
+    return run_spec(spec, models.device)
 
 
 def _dpo_record(result, n_pairs: int) -> dict:
@@ -599,7 +571,9 @@ def _iteration(job: Job, models: Models, data: SeedData, model_dir: Path | None,
              rejected_len_mean=_mean([len(p["rejected"]) for p in pair_rows]),
              score_margin_mean=_mean([p["margin"] for p in pair_rows]))
 
-    # 5. DPO -> M(t+1)
+    # 5. DPO -> M(t+1). Drop this frame's references to the generation model so that its memory is
+    # free for training (in several processes the workers need the GPUs this process holds).
+    loaded = model = tok = None
     train_rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pair_rows]
     if cfg.train.dpo.include_seed_pairs:
         train_rows += data.seed_pairs

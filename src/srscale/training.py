@@ -142,8 +142,7 @@ def sft(model, tokenizer, rows: list[dict], settings: SFTSettings, *, peft_confi
                          peft_config=peft_config, callbacks=[_Recorder(result, "sft", log_fn)])
     out = trainer.train()
     result.steps, result.runtime_s = out.global_step, out.metrics.get("train_runtime", 0.0)
-    trained = trainer.model
-    save_model(trained, tokenizer, output_dir / "model")
+    trained = _save_trained(trainer, tokenizer, output_dir / "model")
     tokenizer.padding_side = "left"
     return trained, result
 
@@ -174,13 +173,41 @@ def dpo(model, tokenizer, pairs: list[dict], settings: DPOSettings, *, output_di
                          callbacks=[_Recorder(result, prefix, log_fn)])
     out = trainer.train()
     result.steps, result.runtime_s = out.global_step, out.metrics.get("train_runtime", 0.0)
-    trained = trainer.model
-    if hasattr(trained, "peft_config") and "ref" in getattr(trained, "peft_config", {}):
-        trained.delete_adapter("ref")
-        trained.set_adapter("default")
-    save_model(trained, tokenizer, output_dir / "model")
+    trained = _save_trained(trainer, tokenizer, output_dir / "model")
     tokenizer.padding_side = "left"
     return trained, result
+
+
+def _save_trained(trainer, tokenizer, directory: Path):
+    """Save the trained adapter (or weights) without TRL's frozen "ref" adapter copy; return the model.
+
+    In one process the "ref" adapter is deleted and the model saved as is. In several, the trainer
+    gathers the sharded weights (FSDP, ZeRO-3) and the main process writes them; PEFT puts a second
+    adapter in a subfolder named after it, which is then removed.
+    """
+    import shutil
+
+    trained = trainer.model
+    accelerator = trainer.accelerator
+    if accelerator.num_processes == 1:
+        if "ref" in getattr(trained, "peft_config", {}):
+            trained.delete_adapter("ref")
+            trained.set_adapter("default")
+        save_model(trained, tokenizer, directory)
+        return trained
+    tmp = directory.with_name(directory.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp / "ref", ignore_errors=True)
+        (tmp / "training_args.bin").unlink(missing_ok=True)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(directory, ignore_errors=True)
+        tmp.rename(directory)
+    accelerator.wait_for_everyone()
+    return trained
 
 
 def save_model(model, tokenizer, directory: Path) -> None:

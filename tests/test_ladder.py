@@ -437,7 +437,15 @@ def test_accelerate_config_loads(name: str, kind: str, section: str) -> None:
     options = {a.dest for a in launch_command_parser()._actions}
     unknown = [k for k in getattr(cfg, section) if k not in options]
     assert not unknown, f"{path.name}: keys accelerate launch does not know: {unknown}"
-    assert f"--config_file conf/accelerate/{name}.yaml -m srscale" in LADDER_DOC.read_text()
+    assert f"train.distributed.accelerate_config={name} " in LADDER_DOC.read_text()
+    # What srscale.launch runs with it is a valid accelerate command line.
+    from srscale.config import DistributedConfig
+    from srscale.launch import launch_command
+
+    cmd = launch_command(Path("spec.json"), DistributedConfig(num_processes=8, accelerate_config=name))
+    args = launch_command_parser().parse_args(cmd[3:])
+    assert args.config_file == str(path) and args.num_processes == 8 and args.module
+    assert args.training_script == "srscale.train_worker" and args.training_script_args == ["spec.json"]
 
 
 def test_ladder_doc_lists_every_preset() -> None:

@@ -142,6 +142,19 @@ def load_model(cfg: ModelConfig, path: str, device: str | None, adapter: str | P
     return model
 
 
+def is_adapter_dir(path: str | Path | None) -> bool:
+    """True for a directory a LoRA adapter was saved to (as opposed to full weights)."""
+    return path is not None and (Path(path) / "adapter_config.json").exists()
+
+
+def load_stage_weights(cfg: ModelConfig, base_path: str, source: str | Path | None, device: str | None,
+                       trainable_adapter: bool = False):
+    """A saved stage model: an adapter over the base weights, or full weights; the base when None."""
+    if is_adapter_dir(source):
+        return load_model(cfg, base_path, device, adapter=source, trainable_adapter=trainable_adapter)
+    return load_model(cfg, str(source) if source else base_path, device)
+
+
 def lora_targets(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> list[str] | str:
     targets = lora_cfg.target_modules or model_cfg.lora_targets
     return "all-linear" if list(targets) == ["all-linear"] else list(targets)

@@ -37,7 +37,7 @@ from srscale.errors import SrscaleError
 from srscale.generation import SamplingParams, generate_texts, render_chat, user_turn
 from srscale.seed_data import SeedData, read_jsonl, write_json, write_jsonl
 from srscale.tracking import Tracker, make_tracker
-from srscale.train_stage import TrainSpec, is_adapter_dir, run_spec
+from srscale.train_stage import TrainSpec, run_spec
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +103,13 @@ class Models:
 
     def load(self, source: Path | None) -> Loaded:
         """Weights from ``source`` (a saved stage model dir) or the base model when None, for inference."""
-        from srscale.models import load_model
+        from srscale.models import load_stage_weights
 
         if self.current is not None and self.current.source == source:
             return self.current
         self.current = None
         tok = self.tokenizer()
-        if is_adapter_dir(source):
-            model = load_model(self.cfg.model, self.base_path, self.device, adapter=source)
-        else:
-            model = load_model(self.cfg.model, str(source) if source else self.base_path, self.device)
+        model = load_stage_weights(self.cfg.model, self.base_path, source, self.device)
         model.eval()
         self.current = Loaded(model, tok, source)
         return self.current

@@ -19,10 +19,6 @@ from srscale.seed_data import read_jsonl, write_json
 from srscale.training import TrainResult
 
 
-def is_adapter_dir(path: str | Path | None) -> bool:
-    return path is not None and (Path(path) / "adapter_config.json").exists()
-
-
 def dpo_reference(policy_is_adapter: bool, adds_adapter: bool, same_weights: bool) -> str:
     """Where DPO's reference model comes from.
 
@@ -84,15 +80,12 @@ def run_spec(spec: TrainSpec, device: str | None) -> TrainResult:
     In several processes every one of them calls this; the trainer shards the work and only the main
     process writes the model and ``result.json``.
     """
-    from srscale.models import load_model, load_tokenizer, peft_config
+    from srscale.models import is_adapter_dir, load_stage_weights, load_tokenizer, peft_config
     from srscale.training import dpo, sft
 
     tok = load_tokenizer(spec.model, spec.base_path)
     adapter = is_adapter_dir(spec.policy_dir)
-    if adapter:
-        model = load_model(spec.model, spec.base_path, device, adapter=spec.policy_dir, trainable_adapter=True)
-    else:
-        model = load_model(spec.model, spec.policy_dir or spec.base_path, device)
+    model = load_stage_weights(spec.model, spec.base_path, spec.policy_dir, device, trainable_adapter=True)
     rows = read_jsonl(Path(spec.rows_file))
     out = Path(spec.output_dir)
     new_adapter = peft_config(spec.model, spec.lora) if (spec.lora.enabled and not adapter) else None
@@ -112,13 +105,10 @@ def run_spec(spec: TrainSpec, device: str | None) -> TrainResult:
 
 def _reference(spec: TrainSpec, device: str | None):
     """The frozen reference weights (an adapter merged into its base)."""
-    from srscale.models import load_model
+    from srscale.models import is_adapter_dir, load_stage_weights
 
-    if is_adapter_dir(spec.ref_dir):
-        ref = load_model(spec.model, spec.base_path, device, adapter=spec.ref_dir).merge_and_unload()
-    else:
-        ref = load_model(spec.model, spec.ref_dir or spec.base_path, device)
-    return ref.eval()
+    ref = load_stage_weights(spec.model, spec.base_path, spec.ref_dir, device)
+    return (ref.merge_and_unload() if is_adapter_dir(spec.ref_dir) else ref).eval()
 
 
 def write_result(spec: TrainSpec, result: TrainResult, processes: int = 1) -> Path:

@@ -156,11 +156,17 @@ def build_pairs(
                           margin=best_score - worst_score, prompt_id=item.prompt_id))
 
     stats.pairs = len(pairs)
-    if pairs:
-        stats.mean_chosen_len = sum(len(p.chosen) for p in pairs) / len(pairs)
-        stats.mean_rejected_len = sum(len(p.rejected) for p in pairs) / len(pairs)
-        stats.mean_margin = sum(p.margin for p in pairs) / len(pairs)
+    stats.mean_chosen_len, stats.mean_rejected_len, stats.mean_margin = pair_means(pairs)
     return pairs, stats
+
+
+def pair_means(pairs: Sequence[Pair]) -> tuple[float | None, float | None, float | None]:
+    """Mean chosen length, rejected length (characters) and score margin; Nones when there are no pairs."""
+    if not pairs:
+        return None, None, None
+    n = len(pairs)
+    return (sum(len(p.chosen) for p in pairs) / n, sum(len(p.rejected) for p in pairs) / n,
+            sum(p.margin for p in pairs) / n)
 
 
 def score_histogram(scores: Sequence[float | None]) -> dict[str, int]:

@@ -561,12 +561,10 @@ def _iteration(job: Job, models: Models, data: SeedData, model_dir: Path | None,
         pair_rows = [{**p, **_checker_grades(p)} for p in pair_rows]
         m["judge_checker_agreement"] = checker_agreement(pair_rows)
     write_jsonl(d / "pairs.jsonl", pair_rows)
-    # Lengths and margins of the pairs DPO trains on (after max_pairs).
+    chosen_len, rejected_len, margin = pairs_mod.pair_means(pair_list)  # of the pairs DPO trains on
     m.update(valid_pairs=len(pair_rows), ties_dropped=stats.ties, too_few_valid=stats.too_few_valid,
-             duplicate_candidates=stats.duplicates_merged,
-             chosen_len_mean=_mean([len(p["chosen"]) for p in pair_rows]),
-             rejected_len_mean=_mean([len(p["rejected"]) for p in pair_rows]),
-             score_margin_mean=_mean([p["margin"] for p in pair_rows]))
+             duplicate_candidates=stats.duplicates_merged, chosen_len_mean=chosen_len,
+             rejected_len_mean=rejected_len, score_margin_mean=margin)
 
     # 5. DPO -> M(t+1). Drop this frame's references to the generation model so that its memory is
     # free for training (in several processes the workers need the GPUs this process holds).
@@ -587,10 +585,6 @@ def _iteration(job: Job, models: Models, data: SeedData, model_dir: Path | None,
 
 def _rate(n: int, total: int) -> float | None:
     return n / total if total else None
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
 
 
 def _checker_grades(pair: dict) -> dict:

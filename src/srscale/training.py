@@ -195,29 +195,43 @@ def _save_trained(trainer, tokenizer, directory: Path):
             trained.set_adapter("default")
         save_model(trained, tokenizer, directory)
         return trained
-    tmp = directory.with_name(directory.name + ".tmp")
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _fresh_tmp(directory) if accelerator.is_main_process else _tmp(directory)
     accelerator.wait_for_everyone()
     trainer.save_model(str(tmp))
     if accelerator.is_main_process:
         shutil.rmtree(tmp / "ref", ignore_errors=True)
         (tmp / "training_args.bin").unlink(missing_ok=True)
         tokenizer.save_pretrained(tmp)
-        shutil.rmtree(directory, ignore_errors=True)
-        tmp.rename(directory)
+        _swap_in(tmp, directory)
     accelerator.wait_for_everyone()
     return trained
 
 
 def save_model(model, tokenizer, directory: Path) -> None:
     """Save an adapter (PeftModel) or full weights, plus the tokenizer. Written to a temp dir, then moved."""
-    import shutil
-
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _fresh_tmp(directory)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    _swap_in(tmp, directory)
+
+
+def _tmp(directory: Path) -> Path:
+    return directory.with_name(directory.name + ".tmp")
+
+
+def _fresh_tmp(directory: Path) -> Path:
+    """The empty temp dir a model is written to before it replaces ``directory``."""
+    import shutil
+
+    tmp = _tmp(directory)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def _swap_in(tmp: Path, directory: Path) -> None:
+    """Replace ``directory`` with the finished ``tmp`` (a killed save never leaves a half-written model)."""
+    import shutil
+
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
 

@@ -21,6 +21,5 @@ class CreateStoreFirst(Callback):
         tracking = config.get("tracking")
         if tracking is None:
             return
-        ensure_store(TrackingConfig(backend=tracking.get("backend", "mlflow"),
-                                    tracking_uri=tracking.get("tracking_uri"),
-                                    experiment=tracking.get("experiment", "srscale")))
+        keys = ("backend", "tracking_uri", "experiment")  # the rest of TrackingConfig is not needed here
+        ensure_store(TrackingConfig(**{k: tracking[k] for k in keys if k in tracking}))

@@ -32,10 +32,10 @@ def head_to_head_stage(cfg, loaded, out: Path, stage: str, root: Path, data=None
     )
     from srscale.evaluation.judges import make_judge
     from srscale.evaluation.mtbench import judge_prompts_from_hub, load_judge_prompts
-    from srscale.generation import chat_fn
+    from srscale.generation import model_chat_fn
 
     h = cfg.eval.head_to_head
-    chat = chat_fn(loaded.model, loaded.tokenizer, batch_size=cfg.self_reward.batch_size)
+    chat = model_chat_fn(loaded.model, loaded.tokenizer, batch_size=cfg.self_reward.batch_size)
     judge = judge or make_judge(cfg.eval.mtbench, chat=chat, setting="eval.mtbench")
     mt = cfg.eval.mtbench
     prompts_table = load_judge_prompts(mt.judge_prompts_file) if mt.judge_prompts_file else judge_prompts_from_hub()

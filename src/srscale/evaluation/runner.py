@@ -132,11 +132,11 @@ def evaluate_stage(job, models, data: SeedData, model_dir: Path | None, stage: s
 
 def _judge_chat(cfg, loaded):
     """The chat callable a local judge uses: a separate model at ``local_judge_path``, else the stage's."""
-    from srscale.generation import chat_fn
+    from srscale.generation import model_chat_fn
 
     path = cfg.eval.mtbench.local_judge_path
     if not path:
-        return chat_fn(loaded.model, loaded.tokenizer, batch_size=cfg.self_reward.batch_size)
+        return model_chat_fn(loaded.model, loaded.tokenizer, batch_size=cfg.self_reward.batch_size)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -148,7 +148,7 @@ def _judge_chat(cfg, loaded):
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return chat_fn(model, tok, batch_size=cfg.self_reward.batch_size)
+    return model_chat_fn(model, tok, batch_size=cfg.self_reward.batch_size)
 
 
 def _optional_evals(cfg, loaded, out: Path, stage: str, root: Path, data: SeedData) -> list:
@@ -165,9 +165,9 @@ def _optional_evals(cfg, loaded, out: Path, stage: str, root: Path, data: SeedDa
         def mt():
             from srscale.evaluation.judges import make_judge
             from srscale.evaluation.mtbench import run_mtbench
-            from srscale.generation import chat_fn
+            from srscale.generation import model_chat_fn
 
-            chat = chat_fn(loaded.model, loaded.tokenizer, batch_size=cfg.self_reward.batch_size)
+            chat = model_chat_fn(loaded.model, loaded.tokenizer, batch_size=cfg.self_reward.batch_size)
             judge = make_judge(cfg.eval.mtbench, chat=_judge_chat(cfg, loaded) if cfg.eval.mtbench.judge == "local"
                                else None)
             return run_mtbench(chat, judge, cfg.eval.mtbench, out / "mt_bench", model_id=stage)

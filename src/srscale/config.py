@@ -331,6 +331,28 @@ class SelfRewardConfig:
             _positive("self_reward.max_pairs", self.max_pairs)
 
 
+# ---------------------------------------------------------------------------------- generation
+@dataclass
+class GenerationConfig:
+    """Which engine samples candidates, judgments, prompts and evaluation answers (srscale.sampling).
+
+    ``hf``: transformers ``generate`` in the job's process. ``vllm``: vLLM in its own process and
+    Python environment (``vllm_python``; see README, "Generation backends")."""
+
+    name: str = "hf"
+    backend: str = "hf"  # hf | vllm
+    vllm_python: str | None = None  # None: $SRSCALE_VLLM_PYTHON, else .venv-vllm/bin/python of the checkout
+    vllm_gpu_memory_utilization: float = 0.85
+    vllm_max_model_len: int | None = None  # None: model.max_length plus the largest generation budget
+    torch_threads: int | None = None  # None: the cores this process may use (divided among parallel jobs)
+
+    def __post_init__(self) -> None:
+        _choice("generation.backend", self.backend, ("hf", "vllm"))
+        _unit("generation.vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization, open_low=True)
+        if self.torch_threads is not None:
+            _positive("generation.torch_threads", self.torch_threads)
+
+
 # ---------------------------------------------------------------------------------------- eval
 @dataclass
 class LmEvalConfig:
@@ -416,6 +438,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     judge: JudgeConfig = MISSING
     self_reward: SelfRewardConfig = field(default_factory=SelfRewardConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 0

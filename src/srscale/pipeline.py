@@ -30,7 +30,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from srscale import judging, selfinstruct
+from srscale import jobstate, judging, selfinstruct
 from srscale import pairs as pairs_mod
 from srscale.config import Config, flatten
 from srscale.errors import SrscaleError
@@ -205,9 +205,12 @@ def run_job(cfg: Config, overrides: str = "") -> dict:
     if tracker.run_id and not resume_id:
         write_json(tracking_file, {"run_id": tracker.run_id})
     job = Job(cfg, root, tracker)
+    jobstate.write_state(root, "running", overrides=overrides or "(defaults)", run_id=tracker.run_id,
+                         tracking_uri=getattr(tracker, "tracking_uri", None))
     try:
         summary = _run(job, overrides)
     except BaseException as exc:
+        jobstate.write_state(root, "failed", reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
         tb = traceback.format_exc()
         (root / "traceback.txt").write_text(tb)
         tracker.log_text(tb, "traceback.txt")
@@ -215,6 +218,9 @@ def run_job(cfg: Config, overrides: str = "") -> dict:
         tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     write_json(summary_path, summary)
+    jobstate.write_state(root, "done" if summary.get("gate_outcome") == "passed" else "disqualified",
+                         iterations_completed=summary.get("iterations_completed"),
+                         gate_stage=summary.get("gate_stage"))
     tracker.log_artifact(summary_path)
     tracker.end("FINISHED")
     return summary

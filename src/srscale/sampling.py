@@ -81,6 +81,23 @@ class Sampler(Protocol):
                  max_input_tokens: int | None = None) -> list[list[Completion] | None]: ...
 
 
+class Engine(Protocol):
+    """A job's generation engine: serves samplers for the job's stage models, one at a time.
+
+    ``sampler(source)`` returns a sampler over the stage model saved at ``source`` (an adapter or full
+    weights directory; ``None`` is the base model), loading or switching weights as needed (vLLM
+    serves a LoRA stage as an adapter of one long-lived engine). ``release()`` frees accelerator
+    memory before a training stage (the next ``sampler`` call loads again); ``close()`` ends it.
+    Start-up cost is paid once per job, not per stage.
+    """
+
+    backend: str
+
+    def sampler(self, source: Any) -> Sampler: ...
+    def release(self) -> None: ...
+    def close(self) -> None: ...
+
+
 # --------------------------------------------------------------------------------- shared helpers
 def render_chat(tokenizer, conversation: list[dict]) -> str:
     """The model's chat template applied with a generation prompt."""

@@ -28,7 +28,8 @@ from srscale.suite import (
 from srscale.suite import text as tx
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "judge"
-TEMPLATES = {name: yaml.safe_load((CONF / f"{name}.yaml").read_text())["template"] for name in ("paper", "short")}
+TEMPLATES = {name: yaml.safe_load((CONF / f"{name}.yaml").read_text())["template"]
+             for name in ("paper", "short", "tiny")}
 SMALL = SimpleNamespace(ift=90, eft=120, seed_pairs=30, eft_eval=36, heldout=27, seed_prompts=27, probe=24)
 EVAL_SPLITS = ("heldout", "probe", "eft_eval", "seed_prompts")
 
@@ -324,13 +325,22 @@ def test_running_out_of_tasks_is_a_clear_error() -> None:
         build_suite(too_many, seed=5, judge_template=TEMPLATES["short"], families=["length"])
 
 
-def test_ift_responses_are_reference_answers(small: SeedData) -> None:
+def test_ift_responses_are_reference_answers_bare_or_in_a_sentence(small: SeedData) -> None:
+    forms = Counter()
     for row in small.ift:
-        assert row["response"] == reference_answer(row["prompt"])
-        assert grade(row["prompt"], row["response"]) == 5
+        ref = reference_answer(row["prompt"])
+        if row["response"] == ref:
+            forms["bare"] += 1
+            assert grade(row["prompt"], row["response"]) == 5
+        else:
+            assert row["response"] == f"The answer is {ref}.", row
+            forms["sentence"] += 1
+            assert grade(row["prompt"], row["response"]) == 4
+        assert is_correct(row["prompt"], row["response"])
+    assert abs(forms["bare"] - forms["sentence"]) <= 1, forms
 
 
-@pytest.mark.parametrize("template_name", ["short", "paper"])
+@pytest.mark.parametrize("template_name", ["short", "paper", "tiny"])
 def test_eft_rows_agree_with_the_checker(template_name: str) -> None:
     template = TEMPLATES[template_name]
     data = build_suite(SMALL, seed=9, judge_template=template)
@@ -344,6 +354,19 @@ def test_eft_rows_agree_with_the_checker(template_name: str) -> None:
         assert parse_score(target) == row["score"]  # the project's own parser reads the target
         assert len(target[: target.rindex("Score:")].split()) <= 20
         assert target.count("Score:") == 1
+        # the evidence comes first: the correct answer, restated
+        assert target.startswith(f"The correct answer is {reference_answer(prompt)}. "), target
+
+
+def test_judgments_fit_twenty_words_for_the_longest_answers() -> None:
+    from srscale.suite.build import JUDGMENTS, judgment
+
+    longest = "10, 20, 30, 40, 50"  # a sorted list of five numbers; repeat answers are at most four words
+    for score in JUDGMENTS:
+        text = judgment(longest, score)
+        assert len(text[: text.rindex("Score:")].split()) <= 20, text
+        assert parse_score(text) == score
+    assert len(set(JUDGMENTS.values())) == len(JUDGMENTS)  # each grade is described differently
 
 
 def test_eft_scores_are_balanced(default_size: SeedData) -> None:

@@ -87,3 +87,24 @@ def test_long_inputs_are_cut_on_the_left_and_keep_the_generation_prompt(built: P
     for row in enc["input_ids"]:
         assert tok.decode(row, skip_special_tokens=False).endswith("<|end|>\n<|assistant|>\n")
     assert enc["attention_mask"][1, 0] == 0  # the short one is padded on the left
+
+
+def test_tiny_judge_budget_fits_the_suites_judgments() -> None:
+    """conf/judge/tiny.yaml asks for up to 20 words and a score; its token budget must hold every EFT
+    target (and the end token) in the tokenizer the default preset builds, or the gate would count
+    cut-off judgments as failures."""
+    import yaml
+
+    from srscale.config import DataConfig
+    from srscale.suite.build import build_suite, pretrain_corpus
+    from srscale.tinymodel import TOKENIZER_EXTRA_REPEATS, _default_eval_prompts, train_tokenizer
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    judge = yaml.safe_load((conf / "judge" / "tiny.yaml").read_text())
+    assert "up to 20 words" in judge["template"]
+    arch = TinyArchConfig(**yaml.safe_load((conf / "model" / "tiny_1m.yaml").read_text())["tiny"])
+    texts = pretrain_corpus(arch.corpus_examples, seed=arch.seed, exclude=_default_eval_prompts())
+    tok = train_tokenizer(texts + [judge["template"]] * TOKENIZER_EXTRA_REPEATS, arch.vocab_size)
+    data = build_suite(DataConfig().sizes, seed=DataConfig().seed, judge_template=judge["template"])
+    longest = max(len(tok(r["response"] + tok.eos_token, add_special_tokens=False)["input_ids"]) for r in data.eft)
+    assert longest <= judge["max_new_tokens"], (longest, judge["max_new_tokens"])

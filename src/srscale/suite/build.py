@@ -8,10 +8,12 @@ a seed do not change when only the training sizes change.
 
 Rows (see :mod:`srscale.seed_data` for the contracts):
 
-- ``ift``: the reference answer to each train task.
+- ``ift``: the reference answer to each train task, alternately bare (grade 5) and as a short sentence,
+  "The answer is 42." (grade 4).
 - ``eft``: the judge template filled with a train task and a response of known grade (each train task
   gets up to three responses of distinct grades; grades 0-5 are balanced over the split); the target is
-  a short justification (at most 20 words) ending in ``Score: n`` with n the checker's grade.
+  a short justification (at most 20 words) that restates the correct answer, says what the response
+  does, and ends in ``Score: n`` with n the checker's grade.
 - ``seed_pairs``: chosen = the reference answer (grade 5), rejected = a response of grade 0, 1 or 2.
 - ``eft_eval``: four responses of distinct grades per prompt, gold = their grades as floats.
 - ``heldout``: prompt and family; ``seed_prompts``: prompt; ``probe``: task prompt, a response of
@@ -27,28 +29,28 @@ from collections.abc import Iterable
 from srscale.errors import SrscaleError
 from srscale.judging import build_judge_prompt
 from srscale.seed_data import SeedData
-from srscale.suite.families import FAMILIES, SCALE, Family, Task, corrupt, read_prompt
+from srscale.suite.families import FAMILIES, SCALE, Family, Task, corrupt, grade, read_prompt
 
 EFT_PER_TASK = 3  # judge examples (of distinct grades) made from one train task
 EVAL_RESPONSES = 4  # responses per eft_eval prompt
 _MAX_TRIES = 200  # fresh samples before a family counts as exhausted
 _SIZE_NAMES = ("ift", "eft", "seed_pairs", "eft_eval", "heldout", "seed_prompts", "probe")
 
-JUDGMENTS: dict[int, tuple[str, ...]] = {
-    5: ("The answer {a} is correct and concise.", "Correct answer, {a}, given directly with nothing extra.",
-        "The response is exactly the right answer, {a}."),
-    4: ("The answer {a} is correct, with a few extra words.", "Correct answer {a}, but not as concise as it could be.",
-        "The response gives {a}, which is right, plus some preamble."),
-    3: ("The correct answer {a} is there, but buried in a long or repetitive reply.",
-        "The reply contains {a}, but it is padded, repeated or hedged.",
-        "The right answer {a} appears, but the reply is not focused."),
-    2: ("The response attempts an answer, but it is wrong; the answer is {a}.",
-        "On topic but incorrect; the right answer is {a}.", "The response gives a wrong answer instead of {a}."),
-    1: ("The response mentions the task but gives no answer.", "Related to the question, but no answer is given.",
-        "The response talks about the task without answering it."),
-    0: ("The response is empty or unrelated to the question.", "The response does not address the question at all.",
-        "Nothing in the response relates to the question."),
+# What a response of each grade looks like, said after restating the correct answer: the judgment
+# carries its evidence (the answer a judge must know) before the score, so a model can learn to
+# compare the response with the answer instead of guessing the score from the response's surface.
+JUDGMENTS: dict[int, str] = {
+    5: "The response is exactly this answer.",
+    4: "The response gives this answer with a few extra words.",
+    3: "It has this answer, but long, repeated or hedged.",
+    2: "The response gives a wrong answer.",
+    1: "The response mentions the task but gives no answer.",
+    0: "The response is empty or unrelated to the question.",
 }
+# The forms of the IFT reference answers: the bare answer (grade 5) and a short sentence (grade 4),
+# so that a model's candidates are answers of more than one token and differ in a way the checker
+# (and a judge that learned it) can rank.
+IFT_FORMS = ("{a}", "The answer is {a}.")
 
 
 def fill_template(template: str, prompt: str, response: str) -> str:
@@ -56,9 +58,20 @@ def fill_template(template: str, prompt: str, response: str) -> str:
     return build_judge_prompt(template, prompt, response)
 
 
-def judgment(answer: str, score: int, rng: random.Random) -> str:
-    """A short target judgment for a response of grade ``score`` to a task whose answer is ``answer``."""
-    return f"{rng.choice(JUDGMENTS[score]).format(a=answer)} Score: {score}"
+def judgment(answer: str, score: int) -> str:
+    """The target judgment of a response of grade ``score`` to a task whose answer is ``answer``.
+
+    At most 20 words before ``Score: n`` for every answer the suite makes (the longest, a sorted list
+    of five numbers, takes 5 of them).
+    """
+    return f"The correct answer is {answer}. {JUDGMENTS[score]} Score: {score}"
+
+
+def ift_response(task: Task, i: int) -> str:
+    """The ``i``-th train task's reference answer in form ``IFT_FORMS[i % 2]`` (grade 5 bare, grade 4 as
+    a sentence; a sentence the checker would not grade 4 falls back to the bare answer)."""
+    text = IFT_FORMS[i % len(IFT_FORMS)].format(a=task.answer)
+    return text if i % len(IFT_FORMS) == 0 or grade(task.prompt, text) == 4 else task.answer
 
 
 def _resolve_families(families: Iterable[str] | None) -> list[Family]:
@@ -135,7 +148,7 @@ def build_suite(sizes, seed: int, judge_template: str, families: list[str] | Non
     train = draw_tasks(fams, n_train, _rng(seed, "train"), used)
 
     data = SeedData(verifiable=True)
-    data.ift = [{"prompt": t.prompt, "response": t.answer} for t in train[:n["ift"]]]
+    data.ift = [{"prompt": t.prompt, "response": ift_response(t, i)} for i, t in enumerate(train[:n["ift"]])]
 
     rng = _rng(seed, "eft:responses")
     levels = _balanced_levels(n["eft"], rng, group=EFT_PER_TASK)
@@ -143,7 +156,7 @@ def build_suite(sizes, seed: int, judge_template: str, families: list[str] | Non
         task = train[(i // EFT_PER_TASK) % len(train)]
         response = corrupt(task, level, rng)
         data.eft.append({"prompt": fill_template(judge_template, task.prompt, response),
-                         "response": judgment(task.answer, level, rng), "score": level})
+                         "response": judgment(task.answer, level), "score": level})
     rng.shuffle(data.eft)
 
     rng = _rng(seed, "seed_pairs:responses")

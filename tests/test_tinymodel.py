@@ -108,3 +108,25 @@ def test_tiny_judge_budget_fits_the_suites_judgments() -> None:
     data = build_suite(DataConfig().sizes, seed=DataConfig().seed, judge_template=judge["template"])
     longest = max(len(tok(r["response"] + tok.eos_token, add_special_tokens=False)["input_ids"]) for r in data.eft)
     assert longest <= judge["max_new_tokens"], (longest, judge["max_new_tokens"])
+
+
+def test_tokenizer_keeps_a_word_the_same_token_wherever_it_stands() -> None:
+    """Copying from the prompt must be copying tokens: a word or number after a quote, a space or a
+    line start is one and the same token, and decoding gives the text back exactly."""
+    from srscale.suite.build import pretrain_corpus
+    from srscale.tinymodel import train_tokenizer
+
+    tok = train_tokenizer(pretrain_corpus(800, seed=0), 1024)
+
+    def pieces(text: str) -> list[str]:
+        return [tok.decode([i]) for i in tok(text, add_special_tokens=False)["input_ids"]]
+
+    word = pieces("apple")
+    prompt, answer = pieces("Repeat the word 'apple' 2 times."), pieces("apple apple")
+    assert answer == [*word, " ", *word]
+    start = prompt.index("'") + 1
+    assert prompt[start:start + len(word)] == word and prompt[start + len(word)] == "'"
+    number = pieces("23")
+    assert pieces("What is 23 + 4?")[4:4 + len(number)] == number  # What, ' ', is, ' ', then 23
+    for text in ("Sort 45, 12, 88\n12, 45, 88", "two  spaces\tand a tab", "Ünïcödé 42."):
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text

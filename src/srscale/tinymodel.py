@@ -89,11 +89,18 @@ def ensure_tiny_model(name: str, arch: TinyArchConfig, cache_dir: str | Path,
 
 def train_tokenizer(texts: list[str], vocab_size: int):
     """Byte-level BPE trained on ``texts``, wrapped as a ``PreTrainedTokenizerFast`` with a chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Whitespace is its own token, so a word or number is the same token wherever it stands: "peach"
+    # in "Repeat 'peach' twice." and in the answer "peach peach", " 23" in a prompt and "23" at the start
+    # of an answer. With GPT-2's space-prefixed pieces those are different tokens, and a tiny model
+    # must learn each correspondence before it can copy anything (measured: no task learned at all).
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\s"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

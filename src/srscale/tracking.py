@@ -144,3 +144,11 @@ def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, 
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
+def experiment_names(tracking_uri: str) -> list[str]:
+    """Names of the experiments in a store (the analysis command's one-line error lists them)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    return [e.name for e in client.search_experiments()]

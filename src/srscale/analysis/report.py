@@ -221,12 +221,13 @@ def build_report(study: Study, out_dir: Path, dpi: int = 110) -> Report:
     pd.concat([tables.gains(m).assign(metric=m) for m in (F.TASK, F.JUDGE)]).to_csv(out_dir / "gains.csv",
                                                                                      index=False)
 
-    n_seeds = tables.configs["n_runs"].tolist()
+    n_seeds = sorted(set(tables.configs["n_runs"].tolist())) or [0]
+    seeds = f"{n_seeds[0]}" if len(n_seeds) == 1 else f"{n_seeds[0]}–{n_seeds[-1]}"
     blocks: list[tuple] = [
         ("h1", f"srscale study: {study.experiment}"),
         ("p", f"Store {study.tracking_uri}, experiment '{study.experiment}', written "
               f"{time.strftime('%Y-%m-%d %H:%M')}. {len(finished)} finished runs in {len(tables.configs)} "
-              f"configurations ({min(n_seeds, default=0)}–{max(n_seeds, default=0)} seeds each). Intervals are "
+              f"configurations ({seeds} seeds each). Intervals are "
               "95%: Student t over seeds for means (none for a single seed), Wilson for pass rates. Every "
               "metric, per configuration, iteration variant and stage: summary.csv."),
     ]

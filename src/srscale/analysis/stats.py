@@ -61,7 +61,7 @@ def mean_ci(values: Iterable[float | None], level: float = LEVEL) -> Estimate:
     if n == 1:
         return Estimate(mean, None, None, 1)
     sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = stats.t.ppf((1 + level) / 2, n - 1) * sd / math.sqrt(n)
+    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
     return Estimate(mean, mean - half, mean + half, n, sd)
 
 
@@ -73,7 +73,7 @@ def wilson(successes: int, n: int, level: float = LEVEL) -> Estimate:
         raise ValueError(f"successes must be in 0..n, got {successes} of {n}")
     if n == 0:
         return Estimate(None, None, None, 0)
-    z = stats.norm.ppf((1 + level) / 2)
+    z = float(stats.norm.ppf((1 + level) / 2))
     p = successes / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom

@@ -65,7 +65,12 @@ def head_to_head_stage(cfg, loaded, out: Path, stage: str, root: Path, data=None
             write_json(out / f"h2h_{label}.json", {"against": other, **res.metrics(f"h2h/{label}")})
             metrics.update(res.metrics(f"h2h/{label}"))
     if h.alpaca_eval_file:
+        from srscale.evaluation.alpacaeval import write_annotations
+
         res = alpaca_eval_winrate(judge, chat, h.alpaca_eval_file, h.max_prompts, max_new_tokens=h.max_new_tokens,
-                                  judge_prompts=prompts_table, judge_max_tokens=mt.judge_max_tokens)
+                                  judge_prompts=prompts_table, judge_max_tokens=mt.judge_max_tokens,
+                                  generator=f"{cfg.model.name}|{stage}")
+        write_annotations(out / "alpaca_eval" / "annotations.json", res.annotations)
+        write_json(out / "alpaca_eval" / "metrics.json", res.alpaca_eval)
         metrics.update(res.metrics("h2h/alpaca_eval"))
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

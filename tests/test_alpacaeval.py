@@ -106,6 +106,7 @@ def test_length_controlled_rate_says_what_it_needs_when_offline(hub_cache):
     assert "tatsu-lab/alpaca_eval" in m["length_controlled_unavailable"]
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # scikit-learn on the arguments alpaca_eval passes
 def test_length_controlled_rate_runs_alpaca_evals_glm_when_its_file_is_cached(hub_cache):
     """A synthetic df_gamed.csv (the real one is on the hub) in the layout the hub cache uses: checks
     that srscale's annotations reach AlpacaEval's GLM and its numbers come back, not their value."""

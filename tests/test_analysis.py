@@ -186,6 +186,15 @@ def test_figures_without_data_say_why(store, tmp_path):
     assert "| tiny_300k\\|full | 240k | 2 | 0 / 2 | 0.00 [0.00, 0.66] |" in text
 
 
+def test_an_empty_experiment_gives_a_report_of_reasons(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.MlflowClient(tracking_uri=uri).create_experiment("empty")
+    report = analysis.build_report(analysis.load_study(uri, "empty"), tmp_path / "out")
+    assert report.figures == {} and set(report.missing) == {name for name, _, _ in analysis.FIGURES}
+    text = report.markdown.read_text()
+    assert "0 finished runs in 0 configurations" in text and text.count("no figure") == len(analysis.FIGURES)
+
+
 def test_benchmark_metrics_pick_one_per_task():
     got = analysis.figures.benchmark_metrics(["eval/lm_eval/arc_challenge/acc_norm", "eval/lm_eval/arc_challenge/acc",
                                               "eval/lm_eval/gsm8k/exact_match.strict-match",

@@ -225,7 +225,9 @@ def lora_figure(tables: Tables, metrics: Sequence[str] = (TASK, JUDGE)):
         columns={"rate": "mean"}))]
     frames = [(m, f) for m, f in frames if not f.empty]
     groups = tables.configs.groupby(["model", "protocol"], dropna=False)["lora"].nunique()
-    if not frames or groups.empty or groups.max() < 2:
+    if groups.empty:
+        raise NoData("no finished run")
+    if not frames or groups.max() < 2:
         raise NoData("every model has one LoRA setting: sweep lora=full,r8,r16,... to see the rank effect")
     ranks = sorted({_rank_key(r) for r in tables.configs["lora_r"]})
     ticks = ["full" if r == float("inf") else str(int(r)) for r in ranks]

@@ -59,16 +59,16 @@ def test_loop_runs_two_iterations_and_records_everything(tmp_path: Path, env: di
     assert {"config", "sft_model", "seed_data_sample", "iterations", "eval"} <= top
     it1 = {Path(a.path).name for a in client.list_artifacts(rid, "iterations/iter_1")}
     assert {"prompts.jsonl", "candidates.jsonl", "judgments.jsonl", "pairs.jsonl", "score_histogram.json"} <= it1
-    judgments = [json.loads(line) for line in (jobdir / "iter_1" / "judgments.jsonl").read_text().splitlines()]
+    judgments = [json.loads(line) for line in (jobdir / "iter_1" / "judging" / "judgments.jsonl").read_text().splitlines()]
     assert judgments and all(j["score"] is None or 0 <= j["score"] <= 5 for j in judgments)
 
     # The model judged its own candidates, so pairs formed and DPO trained M2 (and M3 from M2).
     it1, it2 = (json.loads((jobdir / f"iter_{t}" / "DONE.json").read_text()) for t in (1, 2))
     assert it1["metrics"]["valid_pairs"] > 0 and it1["metrics"]["dpo_steps"] > 0
-    assert it1["model_dir"] == str(jobdir / "iter_1" / "dpo" / "model") and (jobdir / "iter_1/dpo/model").is_dir()
+    assert it1["model_dir"] == "iter_1/dpo/model" and (jobdir / "iter_1/dpo/model").is_dir()  # job-relative
     assert [s for s, _ in metric_history(store(tmp_path), rid, "iter/dpo_loss")] == (
         [1, 2] if it2["metrics"].get("dpo_steps") else [1])
-    pairs = [json.loads(line) for line in (jobdir / "iter_1" / "pairs.jsonl").read_text().splitlines()]
+    pairs = [json.loads(line) for line in (jobdir / "iter_1" / "pairs" / "pairs.jsonl").read_text().splitlines()]
     assert all(p["chosen_score"] > p["rejected_score"] for p in pairs)
 
     # A finished job is not redone.
@@ -158,10 +158,10 @@ def test_same_config_and_seed_give_the_same_generated_data(tmp_path: Path, env: 
         assert out.returncode == 0, out.stderr[-3000:]
         (jobdir,) = [p for p in (cwd / "outputs").iterdir() if p.is_dir()]
         dirs.append(jobdir)
-    for rel in ("data/eft.jsonl", "iter_1/prompts.jsonl", "iter_1/candidates.jsonl", "iter_1/judgments.jsonl",
-                "iter_1/pairs.jsonl"):
+    for rel in ("data/eft.jsonl", "iter_1/prompts/prompts.jsonl", "iter_1/candidates/candidates.jsonl",
+                "iter_1/judging/judgments.jsonl", "iter_1/pairs/pairs.jsonl"):
         assert (dirs[0] / rel).read_text() == (dirs[1] / rel).read_text(), rel
-    assert (dirs[0] / "iter_1" / "score_histogram.png").stat().st_size > 1000
+    assert (dirs[0] / "iter_1" / "judging" / "score_histogram.png").stat().st_size > 1000
 
 
 def test_gate_remediation_runs_seed_pair_dpo_and_probes_again(tmp_path: Path, env: dict) -> None:

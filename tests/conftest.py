@@ -56,7 +56,7 @@ def env(tmp_path_factory) -> dict:
     return {**os.environ, "SRSCALE_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": ""}
 
 
-def run_cli(args: list[str], cwd: Path, env: dict, timeout: int = 400) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "srscale", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -65,3 +65,44 @@ def store(cwd: Path) -> str:
     return f"sqlite:///{cwd / 'mlflow.db'}"
 
 
+
+
+class ScriptedSampler:
+    """A sampler (srscale.sampling's contract) whose completions come from ``reply(text, index, sample)``:
+    for orchestration tests that must not depend on what a model happens to write."""
+
+    backend, version = "scripted", "0"
+
+    def __init__(self, tokenizer, reply, batch_size: int = 4):
+        self.tokenizer, self.reply, self.batch_size = tokenizer, reply, batch_size
+        self.calls: list[int] = []
+
+    def generate(self, texts, params, *, seed, desc="", on_result=None, max_input_tokens=None):
+        from srscale.sampling import Completion, InOrderDelivery
+
+        delivery = InOrderDelivery(len(texts), on_result)
+        for start in range(0, len(texts), self.batch_size):
+            for i in range(start, min(start + self.batch_size, len(texts))):
+                self.calls.append(i)
+                delivery.add(i, [Completion(self.reply(texts[i], i, j), "stop", 10, 3) for j in range(params.n)])
+            if delivery.stopped:
+                break
+        return delivery.results
+
+
+class ScriptedEngine:
+    """An engine serving one :class:`ScriptedSampler` per stage-model source."""
+
+    backend, version = "scripted", "0"
+
+    def __init__(self, samplers: dict):
+        self.samplers, self.released = samplers, 0
+
+    def sampler(self, source):
+        return self.samplers[source]
+
+    def release(self):
+        self.released += 1
+
+    def close(self):
+        pass

@@ -92,8 +92,11 @@ def test_oasst_builds_eft_from_the_sft_models_own_judgments(tmp_path: Path, env:
     sft = json.loads((jobdir / "sft" / "DONE.json").read_text())
     assert sft["examples"] == len((jobdir / "data" / "ift.jsonl").read_text().splitlines()) + rec["eft_rows"]
     (run,) = find_runs(store(tmp_path), "srscale")
-    assert run.info.status == "FINISHED" and "oasst_eft/eft_rows" in run.data.metrics
-    assert "eval/rm/pairwise_accuracy" in run.data.metrics or "eval/rm/parse_rate" in run.data.metrics
+    assert run.info.status == "FINISHED" and run.data.metrics["oasst_eft/eft_rows"] == rec["eft_rows"]
+    # The held-out judge set was judged: every response of the 3 items, with a real parse rate.
+    sft_eval = json.loads((jobdir / "eval" / "sft" / "DONE.json").read_text())["metrics"]
+    assert sft_eval["rm/n_items"] == 3 and sft_eval["rm/n_responses"] >= 6
+    assert 0.0 <= sft_eval["rm/parse_rate"] <= 1.0 and run.data.metrics["eval/rm/n_items"] == 3
 
 
 def test_a_failing_evaluation_keeps_the_others(tmp_path: Path, env: dict, shared_data: Path) -> None:

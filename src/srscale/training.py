@@ -173,6 +173,22 @@ def sft(model, tokenizer, rows: list[dict], settings: SFTSettings, *, peft_confi
     Returns ``(model, TrainResult)``; the model is a ``PeftModel`` when ``peft_config`` is given.
     Saves the adapter (or full weights) and the tokenizer to ``output_dir/model``.
     """
+    result = TrainResult()
+    trainer = sft_trainer(model, tokenizer, rows, settings, peft_config=peft_config, output_dir=output_dir,
+                          max_length=max_length, seed=seed, precision=precision,
+                          gradient_checkpointing=gradient_checkpointing, use_cpu=use_cpu,
+                          callbacks=[_Recorder(result, "sft", log_fn)])
+    out = trainer.train()
+    _finish(result, out, trainer.args, trainer)
+    trained = _save_trained(trainer, tokenizer, output_dir / "model")
+    tokenizer.padding_side = "left"
+    return trained, result
+
+
+def sft_trainer(model, tokenizer, rows: list[dict], settings: SFTSettings, *, peft_config, output_dir: Path,
+                max_length: int, seed: int = 0, precision: Precision = FP32, gradient_checkpointing: bool = False,
+                use_cpu: bool | None = None, callbacks=()):
+    """The TRL ``SFTTrainer`` :func:`sft` trains with (its dataset is tokenized, loss-masked and ready)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -188,14 +204,8 @@ def sft(model, tokenizer, rows: list[dict], settings: SFTSettings, *, peft_confi
                      # Batches of similar length: judge prompts are ~10x longer than instructions,
                      # and mixing them pads every batch to the longest.
                      train_sampling_strategy="group_by_length")
-    result = TrainResult()
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[_Recorder(result, "sft", log_fn)])
-    out = trainer.train()
-    _finish(result, out, args, trainer)
-    trained = _save_trained(trainer, tokenizer, output_dir / "model")
-    tokenizer.padding_side = "left"
-    return trained, result
+    return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                      peft_config=peft_config, callbacks=list(callbacks))
 
 
 def _finish(result: TrainResult, out, args, trainer) -> None:

@@ -36,7 +36,7 @@ def test_a_job_directory_extends_moves_and_changes_store(tmp_path: Path, env: di
     moved = tmp_path / "moved" / jobdir.name
     moved.parent.mkdir()
     shutil.move(str(jobdir), moved)
-    out = run_cli([*ARGS, "self_reward.iterations=2", f"hydra.run.dir={moved}"], tmp_path, env)
+    out = run_cli([*ARGS, "self_reward.iterations=2", f"hydra.run.dir='{moved}'"], tmp_path, env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (moved / "iter_1" / "DONE.json").stat().st_mtime == iter1
     it2 = json.loads((moved / "iter_2" / "DONE.json").read_text())
@@ -51,7 +51,7 @@ def test_a_job_directory_extends_moves_and_changes_store(tmp_path: Path, env: di
 
     # A kill after summary.json left the run RUNNING: re-running the finished job closes it, adds nothing.
     mlflow.MlflowClient(tracking_uri=store(tmp_path)).update_run(run.info.run_id, status="RUNNING")
-    out = run_cli([*ARGS, "self_reward.iterations=2", f"hydra.run.dir={moved}"], tmp_path, env)
+    out = run_cli([*ARGS, "self_reward.iterations=2", f"hydra.run.dir='{moved}'"], tmp_path, env)
     assert out.returncode == 0, out.stderr[-3000:]
     (run,) = find_runs(store(tmp_path), "srscale")
     assert run.info.status == "FINISHED" and _points(store(tmp_path), run.info.run_id) == points
@@ -59,7 +59,7 @@ def test_a_job_directory_extends_moves_and_changes_store(tmp_path: Path, env: di
     # Another store: the job finds no run of its own there, creates one, and logs everything into it.
     stamp = (moved / "iter_2" / "DONE.json").stat().st_mtime
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    out = run_cli([*ARGS, "self_reward.iterations=2", f"hydra.run.dir={moved}", f"tracking.tracking_uri={other}"],
+    out = run_cli([*ARGS, "self_reward.iterations=2", f"hydra.run.dir='{moved}'", f"tracking.tracking_uri={other}"],
                   tmp_path, env)
     assert out.returncode == 0, out.stderr[-3000:]
     (fresh,) = find_runs(other, "srscale")
@@ -67,7 +67,7 @@ def test_a_job_directory_extends_moves_and_changes_store(tmp_path: Path, env: di
     assert (moved / "iter_2" / "DONE.json").stat().st_mtime == stamp  # nothing recomputed
 
     # Another configuration pointed at this directory is refused in one line, and nothing is touched.
-    out = run_cli([*ARGS, "train.sft.learning_rate=0.5", f"hydra.run.dir={moved}"], tmp_path, env)
+    out = run_cli([*ARGS, "train.sft.learning_rate=0.5", f"hydra.run.dir='{moved}'"], tmp_path, env)
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 2 and len(lines) == 1 and "another configuration" in lines[0], out.stderr
     assert "train.sft.learning_rate" in lines[0]

@@ -32,13 +32,13 @@ SMALL = [
     "data.sizes.heldout=8", "data.sizes.seed_prompts=24", "data.sizes.probe=16",
     "train.sft.epochs=1", "train.sft.logging_steps=2", "train.dpo.epochs=1", "self_reward.prompts_per_iteration=4",
     "self_reward.candidates=2", "judge.samples=2", "self_reward.max_new_tokens=12",
-    "self_reward.instruct_max_new_tokens=16", "judge.max_new_tokens=16",
+    "self_reward.instruct_max_new_tokens=16", "judge.max_new_tokens=64",
 ]
 NO_GATE = ["self_reward.gate.max_consecutive=100000"]
 # Enough judge SFT for that small model to write parseable "Score: n" judgments (measured: 100% of the
 # probe parses, ~20 s of SFT on 2 cores), so iterations form pairs and run DPO.
 JUDGES = ["data.sizes.eft=400", "train.sft.epochs=3", "train.sft.learning_rate=1e-2", "train.sft.batch_size=8",
-          "judge.max_new_tokens=72", "self_reward.prompts_per_iteration=6", "train.dpo.batch_size=2"]
+          "self_reward.prompts_per_iteration=6", "train.dpo.batch_size=2"]
 
 
 def merged(*override_lists: list[str]) -> list[str]:
@@ -56,7 +56,7 @@ def env(tmp_path_factory) -> dict:
     return {**os.environ, "SRSCALE_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": ""}
 
 
-def run_cli(args: list[str], cwd: Path, env: dict, timeout: int = 400) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "srscale", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -65,3 +65,44 @@ def store(cwd: Path) -> str:
     return f"sqlite:///{cwd / 'mlflow.db'}"
 
 
+
+
+class ScriptedSampler:
+    """A sampler (srscale.sampling's contract) whose completions come from ``reply(text, index, sample)``:
+    for orchestration tests that must not depend on what a model happens to write."""
+
+    backend, version = "scripted", "0"
+
+    def __init__(self, tokenizer, reply, batch_size: int = 4):
+        self.tokenizer, self.reply, self.batch_size = tokenizer, reply, batch_size
+        self.calls: list[int] = []
+
+    def generate(self, texts, params, *, seed, desc="", on_result=None, max_input_tokens=None):
+        from srscale.sampling import Completion, InOrderDelivery
+
+        delivery = InOrderDelivery(len(texts), on_result)
+        for start in range(0, len(texts), self.batch_size):
+            for i in range(start, min(start + self.batch_size, len(texts))):
+                self.calls.append(i)
+                delivery.add(i, [Completion(self.reply(texts[i], i, j), "stop", 10, 3) for j in range(params.n)])
+            if delivery.stopped:
+                break
+        return delivery.results
+
+
+class ScriptedEngine:
+    """An engine serving one :class:`ScriptedSampler` per stage-model source."""
+
+    backend, version = "scripted", "0"
+
+    def __init__(self, samplers: dict):
+        self.samplers, self.released = samplers, 0
+
+    def sampler(self, source):
+        return self.samplers[source]
+
+    def release(self):
+        self.released += 1
+
+    def close(self):
+        pass

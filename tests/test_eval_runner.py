@@ -9,15 +9,28 @@ import pytest
 
 from srscale.errors import SrscaleError
 from srscale.evaluation import lmeval, runner
-from srscale.pipeline import Job, Loaded
+from types import SimpleNamespace
+
+from srscale.engines import Loaded
 from srscale.seed_data import SeedData
+from srscale.stagebook import Job
 from srscale.tracking import NullTracker
 from test_config import compose_cfg
 
 
 class _Models:
+    device = "cpu"
+
     def load(self, source):
         return Loaded(model=None, tokenizer=None, source=source)
+
+
+class _Engine:
+    def sampler(self, source):
+        return SimpleNamespace(backend="fake", version="0", tokenizer=None)
+
+    def release(self):
+        pass
 
 
 class _Tags(NullTracker):
@@ -38,7 +51,9 @@ def _stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lm_eval_error: Excep
     monkeypatch.setattr(lmeval, "run_lm_eval", crash)
     data = SeedData(heldout=[{"prompt": "What is 2 + 3?", "family": "arithmetic"}], verifiable=True)
     tracker = _Tags()
-    rec = runner.evaluate_stage(Job(cfg, tmp_path, tracker), _Models(), data, None, "sft", step=0)
+    ctx = SimpleNamespace(cfg=cfg, job=Job(cfg, tmp_path, tracker), data=data, engine=_Engine(), models=_Models(),
+                          m1=None, n_params=1)
+    rec = runner.evaluate_stage(ctx, None, "sft", step=0)
     return rec, tracker
 
 

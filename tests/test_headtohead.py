@@ -176,19 +176,56 @@ def test_alpaca_eval_winrate_against_references(alpaca_file, judge_prompts):
 
     judge = FakeJudge(prefer_longer)
     r = h2h.alpaca_eval_winrate(
-        judge, chat, alpaca_file, max_items=5, max_new_tokens=32, judge_prompts=judge_prompts
+        judge, chat, alpaca_file, max_items=5, max_new_tokens=32, judge_prompts=judge_prompts,
+        generator="tiny|iter_1", length_controlled=False,
     )
     assert len(calls) == 1 and calls[0][1] == 32
     assert [c[0]["content"] for c in calls[0][0]] == [x["instruction"] for x in chosen]
     assert (r.wins, r.losses, r.ties) == (0, 5, 0) and r.win_rate == 0.0
+    assert r.alpaca_eval["win_rate"] == 0.0 and r.alpaca_eval["n_total"] == 5  # computed by alpaca_eval
+    assert r.alpaca_eval["length_controlled_unavailable"] == "not asked for"
+    ann = r.annotations
+    assert [a["preference"] for a in ann] == [1.0] * 5  # the reference (output_1) won every time
+    assert [a["alpaca_eval_index"] for a in ann] == [0, 161, 322, 483, 644]  # positions in the 805
+    assert {a["generator_1"] for a in ann} == {"gpt4_1106_preview"} and {a["generator_2"] for a in ann} == {
+        "tiny|iter_1"}
+    assert [a["output_1"] for a in ann] == [x["output"] for x in chosen] and ann[0]["output_2"] == "Sure."
+    assert [a["dataset"] for a in ann] == [x["dataset"] for x in chosen]
+    m = r.metrics("h2h/alpaca_eval")
+    assert m["h2h/alpaca_eval/win_rate"] == 0.0 and m["h2h/alpaca_eval/discrete_win_rate"] == 0.0
+    assert "h2h/alpaca_eval/length_controlled_win_rate" not in m
     assert r.length_a_chars == len("Sure.")
     assert r.length_b_chars == pytest.approx(sum(len(x["output"]) for x in chosen) / 5)
     assert r.length_b_words == pytest.approx(sum(len(x["output"].split()) for x in chosen) / 5)
     assert len(judge.requests) == 10
 
     # records work as well as a path
-    r2 = h2h.alpaca_eval_winrate(judge, chat, rows[:2], max_items=None, judge_prompts=judge_prompts)
+    r2 = h2h.alpaca_eval_winrate(judge, chat, rows[:2], max_items=None, judge_prompts=judge_prompts,
+                                 length_controlled=False)
     assert r2.n == 2
+
+
+def test_alpaca_eval_rates_come_from_alpaca_eval_and_agree_with_the_protocol(alpaca_file, judge_prompts):
+    """Answers of growing length against the references, judged by length: the package's win rate and
+    standard error equal (wins + ties / 2) / n and the standard error of the per-item scores."""
+    import statistics
+
+    rows = h2h.spread(h2h.load_alpaca_eval(alpaca_file), 12)
+    lengths = sorted(len(r["output"]) for r in rows)
+    target = lengths[len(lengths) // 2]  # longer than about half the references
+
+    def chat(conversations, max_new_tokens):
+        return ["y" * target for _ in conversations]
+
+    r = h2h.alpaca_eval_winrate(FakeJudge(prefer_longer), chat, rows, judge_prompts=judge_prompts,
+                                length_controlled=False)
+    scores = [1.0] * r.wins + [0.0] * r.losses + [0.5] * r.ties
+    assert r.wins and r.losses and r.n == 12
+    assert r.win_rate == pytest.approx((r.wins + 0.5 * r.ties) / r.n)
+    assert r.alpaca_eval["standard_error"] == pytest.approx(100 * statistics.stdev(scores) / len(scores) ** 0.5)
+    assert r.metrics()["h2h/standard_error"] == pytest.approx(r.alpaca_eval["standard_error"] / 100)
+    assert [a["alpaca_eval_index"] for a in r.annotations] == list(range(12))  # positions in the list given
+    assert "annotations" not in r.to_dict() and r.to_dict()["alpaca_eval"]["n_total"] == 12
 
 
 def test_load_alpaca_eval_errors(tmp_path):

@@ -110,16 +110,18 @@ CHATML = (
 )
 
 # Special tokens of each hub tokenizer family, and the chat template its tokenizer_config ships (None: none).
+# ``adds_bos``: whether the real tokenizer starts every plain encoding with its BOS (a post-processor,
+# as Llama-2's and Llama-3's tokenizer.json have); the model must see exactly that.
 TOKENIZER_FAMILIES: dict[str, dict] = {
     "gpt2": dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>",
-                 extra=[], template=None),  # TinyStories (GPT-Neo), Phi-1 (CodeGen)
-    "llama2": dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", extra=[], template=None),
+                 extra=[], template=None, adds_bos=False),  # TinyStories (GPT-Neo), Phi-1 (CodeGen)
+    "llama2": dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", extra=[], template=None, adds_bos=True),
     "llama3": dict(bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
-                   extra=["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], template=None),
+                   extra=["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], template=None, adds_bos=True),
     "chatml_smollm": dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>",
-                          extra=["<|im_start|>", "<|im_end|>"], template=CHATML),
+                          extra=["<|im_start|>", "<|im_end|>"], template=CHATML, adds_bos=False),
     "chatml_qwen": dict(eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                        extra=["<|im_start|>", "<|im_end|>"], template=CHATML),
+                        extra=["<|im_start|>", "<|im_end|>"], template=CHATML, adds_bos=False),
 }
 
 _WORDS = ("the a one two three model answer question score points user assistant judge response good bad "
@@ -145,8 +147,10 @@ def family_tokenizer(family: str):
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
         from transformers import PreTrainedTokenizerFast
 
+        from tokenizers import processors
+
         spec = dict(TOKENIZER_FAMILIES[family])
-        extra, template = spec.pop("extra"), spec.pop("template")
+        extra, template, adds_bos = spec.pop("extra"), spec.pop("template"), spec.pop("adds_bos")
         specials = list(dict.fromkeys([*spec.values(), *extra]))
         bpe = Tokenizer(models.BPE())
         bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -154,6 +158,10 @@ def family_tokenizer(family: str):
         bpe.train_from_iterator(_corpus(), trainer=trainers.BpeTrainer(
             vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False))
+        if adds_bos:
+            bos = spec["bos_token"]
+            bpe.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
+                                                               special_tokens=[(bos, bpe.token_to_id(bos))])
         tok = PreTrainedTokenizerFast(tokenizer_object=bpe, additional_special_tokens=extra, **spec)
         tok.chat_template = template
         _TOKENIZERS[family] = tok
@@ -276,9 +284,10 @@ def test_preset_loads_generates_and_trains_on_tiny_weights(preset: str, tmp_path
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from srscale.generation import SamplingParams, generate_texts, render_chat, user_turn
+    from srscale.generation import SamplingParams, encode_batch, generate_texts, render_chat, user_turn
     from srscale.models import (
         DEFAULT_CHAT_TEMPLATE,
+        with_bos,
         check_lora_targets,
         load_model,
         load_tokenizer,
@@ -286,7 +295,7 @@ def test_preset_loads_generates_and_trains_on_tiny_weights(preset: str, tmp_path
         model_path,
         peft_config,
     )
-    from srscale.training import sft
+    from srscale.training import sft, training_precision
 
     cfg = compose_typed(f"model={preset}", "lora=r16", "train=paper")
     arch = ARCH[cfg.model.hub_id]
@@ -312,13 +321,25 @@ def test_preset_loads_generates_and_trains_on_tiny_weights(preset: str, tmp_path
 
     # Chat template: the tokenizer's own, else the preset's, else the default; the generation prompt
     # is a prefix of the rendered conversation (TRL's completion-only loss relies on it).
-    expected = family["template"] or m.chat_template or DEFAULT_CHAT_TEMPLATE
+    expected = family["template"] or with_bos(m.chat_template or DEFAULT_CHAT_TEMPLATE, tokenizer)
     assert tokenizer.chat_template == expected
     conversation = [*user_turn("Name one short story."), {"role": "assistant", "content": "The first story."}]
     full = tokenizer.apply_chat_template(conversation, tokenize=False)
     prompt = render_chat(tokenizer, user_turn("Name one short story."))
     assert full.startswith(prompt) and "Name one short story." in prompt and full.endswith(
         ("The first story." + tokenizer.eos_token + "\n\n", "The first story.<|im_end|>\n"))
+
+    # The model is fed what its own tokenizer produces: exactly one BOS first where the tokenizer adds
+    # one (Llama-2, Llama-3), none otherwise, both in generation and in TRL's training tokenization.
+    bos = tokenizer.bos_token_id
+    fed = encode_batch(tokenizer, [prompt])["input_ids"][0].tolist()
+    trained_on = tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=True)["input_ids"]
+    plain = tokenizer("Name one short story.")["input_ids"]
+    for ids in (fed, trained_on):
+        assert (ids[0] == bos) == family["adds_bos"] == (plain[0] == bos), (preset, ids[:3])
+        assert ids.count(bos) == (1 if family["adds_bos"] else ids.count(bos))
+        if family["adds_bos"]:
+            assert ids.count(bos) == 1
 
     # Targets exist in this architecture's module tree; batched sampling runs (left padding).
     targets = lora_targets(m, cfg.lora)
@@ -330,7 +351,8 @@ def test_preset_loads_generates_and_trains_on_tiny_weights(preset: str, tmp_path
     # One SFT step through TRL with the preset's LoRA config moves every LoRA B (initialised to zero).
     settings = dataclasses.replace(cfg.train.sft, max_steps=1, batch_size=4, logging_steps=1)
     trained, result = sft(model, tokenizer, ROWS, settings, peft_config=peft_config(m, cfg.lora),
-                          output_dir=tmp_path / "sft", max_length=m.max_length, bf16=m.dtype == "bfloat16")
+                          output_dir=tmp_path / "sft", max_length=m.max_length,
+                          precision=training_precision(m.dtype, False, "cpu"))
     assert result.steps == 1 and result.last("loss") is not None
     assert isinstance(trained, PeftModel)
     lora_b = {n: p for n, p in trained.named_parameters() if "lora_B" in n}

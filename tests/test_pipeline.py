@@ -25,7 +25,10 @@ from srscale.tracking import find_runs, metric_history
 pytestmark = pytest.mark.slow
 
 def test_loop_runs_two_iterations_and_records_everything(tmp_path: Path, env: dict) -> None:
-    args = merged(SMALL, JUDGES, NO_GATE, ["self_reward.iterations=2"])
+    # With seed-pair DPO before the loop and DPO's reference fixed at M1: M1 must be the SFT model
+    # itself (not the seed-DPO model the iterations start from), and the sft evaluation evaluates it.
+    args = merged(SMALL, JUDGES, NO_GATE, ["self_reward.iterations=2", "train.seed_dpo_epochs=1",
+                                           "train.dpo.reference=m1"])
     out = run_cli(args, tmp_path, env)
     assert out.returncode == 0, out.stderr[-3000:]
     job = tmp_path / "outputs"
@@ -59,16 +62,22 @@ def test_loop_runs_two_iterations_and_records_everything(tmp_path: Path, env: di
     assert {"config", "sft_model", "seed_data_sample", "iterations", "eval"} <= top
     it1 = {Path(a.path).name for a in client.list_artifacts(rid, "iterations/iter_1")}
     assert {"prompts.jsonl", "candidates.jsonl", "judgments.jsonl", "pairs.jsonl", "score_histogram.json"} <= it1
-    judgments = [json.loads(line) for line in (jobdir / "iter_1" / "judgments.jsonl").read_text().splitlines()]
+    judgments = [json.loads(line) for line in (jobdir / "iter_1" / "judging" / "judgments.jsonl").read_text().splitlines()]
     assert judgments and all(j["score"] is None or 0 <= j["score"] <= 5 for j in judgments)
 
     # The model judged its own candidates, so pairs formed and DPO trained M2 (and M3 from M2).
     it1, it2 = (json.loads((jobdir / f"iter_{t}" / "DONE.json").read_text()) for t in (1, 2))
+    dpo1 = json.loads((jobdir / "iter_1" / "dpo" / "DONE.json").read_text())
+    assert dpo1["reference"] == "sft/model"  # reference=m1 is M1, the SFT model
+    # The policy started from the seed-DPO model, so it already differs from its reference (loss != log 2).
+    assert dpo1["record"]["loss_curve"][0][1] != pytest.approx(0.6931, abs=2e-4)
+    assert json.loads((jobdir / "eval" / "sft" / "DONE.json").read_text())["model"] == "sft/model"
+    assert json.loads((jobdir / "summary.json").read_text())["cost"]["flops"] > 0
     assert it1["metrics"]["valid_pairs"] > 0 and it1["metrics"]["dpo_steps"] > 0
-    assert it1["model_dir"] == str(jobdir / "iter_1" / "dpo" / "model") and (jobdir / "iter_1/dpo/model").is_dir()
+    assert it1["model_dir"] == "iter_1/dpo/model" and (jobdir / "iter_1/dpo/model").is_dir()  # job-relative
     assert [s for s, _ in metric_history(store(tmp_path), rid, "iter/dpo_loss")] == (
         [1, 2] if it2["metrics"].get("dpo_steps") else [1])
-    pairs = [json.loads(line) for line in (jobdir / "iter_1" / "pairs.jsonl").read_text().splitlines()]
+    pairs = [json.loads(line) for line in (jobdir / "iter_1" / "pairs" / "pairs.jsonl").read_text().splitlines()]
     assert all(p["chosen_score"] > p["rejected_score"] for p in pairs)
 
     # A finished job is not redone.
@@ -158,24 +167,29 @@ def test_same_config_and_seed_give_the_same_generated_data(tmp_path: Path, env: 
         assert out.returncode == 0, out.stderr[-3000:]
         (jobdir,) = [p for p in (cwd / "outputs").iterdir() if p.is_dir()]
         dirs.append(jobdir)
-    for rel in ("data/eft.jsonl", "iter_1/prompts.jsonl", "iter_1/candidates.jsonl", "iter_1/judgments.jsonl",
-                "iter_1/pairs.jsonl"):
+    for rel in ("data/eft.jsonl", "iter_1/prompts/prompts.jsonl", "iter_1/candidates/candidates.jsonl",
+                "iter_1/judging/judgments.jsonl", "iter_1/pairs/pairs.jsonl"):
         assert (dirs[0] / rel).read_text() == (dirs[1] / rel).read_text(), rel
-    assert (dirs[0] / "iter_1" / "score_histogram.png").stat().st_size > 1000
+    assert (dirs[0] / "iter_1" / "judging" / "score_histogram.png").stat().st_size > 1000
 
 
 def test_gate_remediation_runs_seed_pair_dpo_and_probes_again(tmp_path: Path, env: dict) -> None:
-    args = [*SMALL, "train.sft.enabled=false", "self_reward.gate.remediation_rounds=1",
+    # A base model that never saw judge-format text, remediated by DPO on (non-judge) seed pairs: the
+    # remediated model is a new model that is probed again, and still cannot write "Score: n".
+    args = [*SMALL, "train.sft.enabled=false", "self_reward.gate.remediation_rounds=2",
             "self_reward.gate.remediation_epochs=1", "self_reward.iterations=1", "eval=none", "tracking=none"]
     out = run_cli(args, tmp_path, env)
     assert out.returncode == 0, out.stderr[-3000:]
     (jobdir,) = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir()]
     assert json.loads((jobdir / "probe" / "DONE.json").read_text())["tripped"]
-    assert (jobdir / "remediation_1" / "model").is_dir()
-    second = json.loads((jobdir / "probe_1" / "DONE.json").read_text())
+    for r in (1, 2):
+        rem = json.loads((jobdir / f"remediation_{r}" / "DONE.json").read_text())
+        assert rem["steps"] > 0 and (jobdir / f"remediation_{r}" / "model" / "config.json").exists()
+        probe = json.loads((jobdir / f"probe_{r}" / "DONE.json").read_text())
+        assert probe["tripped"] and probe["gate"]["tripped_at"] == 11
+    # The second round starts from the first round's model, not from the base again.
+    assert json.loads((jobdir / "remediation_2" / "DONE.json").read_text())["inputs"][-1] == json.loads(
+        (jobdir / "remediation_1" / "DONE.json").read_text())["uid"]
     summary = json.loads((jobdir / "summary.json").read_text())
-    if second["tripped"]:
-        assert summary["gate_outcome"] == "disqualified" and summary["gate_stage"] == "probe_1"
-        assert not (jobdir / "iter_1").exists()
-    else:
-        assert summary["gate_outcome"] == "passed" and (jobdir / "iter_1" / "DONE.json").exists()
+    assert summary["gate_outcome"] == "disqualified" and summary["gate_stage"] == "probe_2"
+    assert not (jobdir / "iter_1").exists()

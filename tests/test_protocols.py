@@ -32,14 +32,15 @@ def test_cs224n_protocol_on_orca_pairs(tmp_path: Path, env: dict, shared_data: P
     orca = shared_data / "orca_dpo_pairs" / "validation.orca_columns.jsonl"
     args = [*SMALL, *NO_GATE, "experiment=cs224n", "data=orca_dpo_pairs", f"data.data_files=[{orca}]",
             "data.max_examples=60", "model.max_length=256", "train.sft.max_steps=6", "train.seed_dpo_epochs=1",
-            "train.dpo.epochs=1", "self_reward.iterations=2", "self_reward.max_new_tokens=12",
+            "train.dpo.epochs=1", "self_reward.iterations=2", "self_reward.max_new_tokens=12", "judge.max_new_tokens=256",
             "eval.max_items=4"]
     out = run_cli(args, tmp_path, env)
     assert out.returncode == 0, out.stderr[-3000:]
     (jobdir,) = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir()]
     assert (jobdir / "seed_dpo" / "DONE.json").exists()
     assert {p.name for p in (jobdir / "eval").iterdir()} == {"sft", "seed_dpo", "iter_1", "iter_2"}
-    prompts = [json.loads(line)["source"] for line in (jobdir / "iter_1" / "prompts.jsonl").read_text().splitlines()]
+    prompts = [json.loads(line)["source"]
+               for line in (jobdir / "iter_1" / "prompts" / "prompts.jsonl").read_text().splitlines()]
     assert prompts and set(prompts) == {"seed_pool"}
     (run,) = find_runs(store(tmp_path), "srscale")
     assert run.info.status == "FINISHED"
@@ -53,15 +54,15 @@ def test_cs224n_protocol_on_orca_pairs(tmp_path: Path, env: dict, shared_data: P
 def test_paper_protocol_with_every_offline_evaluation(tmp_path: Path, env: dict, shared_data: Path) -> None:
     args = [*SMALL, *NO_GATE, "experiment=paper", "eval=full_local", f"eval.data_root={shared_data}",
             "train.sft.logging_steps=2", "self_reward.iterations=1", "self_reward.candidates=2",
-            "judge.samples=2", "judge.max_new_tokens=16", "self_reward.max_new_tokens=12",
+            "judge.samples=2", "judge.max_new_tokens=256", "self_reward.max_new_tokens=12",
             "self_reward.instruct_max_new_tokens=24", "eval.lm_eval.limit=2", "eval.lm_eval.tasks=[arc_easy,piqa,siqa]",
             "eval.mtbench.max_questions=2", "eval.mtbench.max_new_tokens=8", "eval.mtbench.judge_max_tokens=8",
             "eval.head_to_head.max_prompts=3", "eval.head_to_head.max_new_tokens=8", "eval.max_items=4"]
     out = run_cli(args, tmp_path, env)
     assert out.returncode == 0, out.stderr[-3000:]
     (jobdir,) = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir()]
-    counts = json.loads((jobdir / "iter_1" / "prompt_counts.json").read_text())
-    assert counts["generated"] >= counts["kept"] and "filtered_too_short" in counts
+    counts = json.loads((jobdir / "iter_1" / "prompts" / "DONE.json").read_text())["metrics"]
+    assert counts["prompts_generated"] >= counts["prompts_kept"] and "prompts_filtered_too_short" in counts
     for stage in ("sft", "iter_1"):
         rec = json.loads((jobdir / "eval" / stage / "DONE.json").read_text())
         assert rec["errors"] == {}, rec["errors"]
@@ -91,8 +92,11 @@ def test_oasst_builds_eft_from_the_sft_models_own_judgments(tmp_path: Path, env:
     sft = json.loads((jobdir / "sft" / "DONE.json").read_text())
     assert sft["examples"] == len((jobdir / "data" / "ift.jsonl").read_text().splitlines()) + rec["eft_rows"]
     (run,) = find_runs(store(tmp_path), "srscale")
-    assert run.info.status == "FINISHED" and "oasst_eft/eft_rows" in run.data.metrics
-    assert "eval/rm/pairwise_accuracy" in run.data.metrics or "eval/rm/parse_rate" in run.data.metrics
+    assert run.info.status == "FINISHED" and run.data.metrics["oasst_eft/eft_rows"] == rec["eft_rows"]
+    # The held-out judge set was judged: every response of the 3 items, with a real parse rate.
+    sft_eval = json.loads((jobdir / "eval" / "sft" / "DONE.json").read_text())["metrics"]
+    assert sft_eval["rm/n_items"] == 3 and sft_eval["rm/n_responses"] >= 6
+    assert 0.0 <= sft_eval["rm/parse_rate"] <= 1.0 and run.data.metrics["eval/rm/n_items"] == 3
 
 
 def test_a_failing_evaluation_keeps_the_others(tmp_path: Path, env: dict, shared_data: Path) -> None:

@@ -151,3 +151,23 @@ def test_tokenizer_keeps_a_word_the_same_token_wherever_it_stands() -> None:
     assert pieces("What is 23 + 4?")[4:4 + len(number)] == number  # What, ' ', is, ' ', then 23
     for text in ("Sort 45, 12, 88\n12, 45, 88", "two  spaces\tand a tab", "Ünïcödé 42."):
         assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_sft_loss_covers_the_response_tokens_only(built: Path, tmp_path: Path) -> None:
+    from srscale.config import SFTConfig
+    from srscale.training import sft_trainer
+
+    tok = AutoTokenizer.from_pretrained(built)
+    model = AutoModelForCausalLM.from_pretrained(built)
+    rows = [{"prompt": "What is 12 + 30? Answer with the number only.", "response": "The answer is 42."}]
+    trainer = sft_trainer(model, tok, rows, SFTConfig(max_steps=1, batch_size=1), peft_config=None,
+                          output_dir=tmp_path, max_length=128, use_cpu=True)
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    labels, ids = batch["labels"][0].tolist(), batch["input_ids"][0].tolist()
+    prompt = tok.apply_chat_template([{"role": "user", "content": rows[0]["prompt"]}], tokenize=True,
+                                     add_generation_prompt=True, return_dict=True)["input_ids"]
+    assert ids[:len(prompt)] == prompt
+    assert all(label == -100 for label in labels[:len(prompt)])  # no loss on the prompt or the template
+    trained = [i for i, label in zip(ids, labels, strict=True) if label != -100]
+    assert tok.decode(trained, skip_special_tokens=True).strip() == "The answer is 42."
+    assert tok.eos_token_id in trained[-2:]  # the end of turn is learned, so generation stops

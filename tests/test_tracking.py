@@ -81,3 +81,41 @@ def test_a_sweep_creates_the_store_before_its_jobs(store: str) -> None:
         {"tracking": {"backend": "mlflow", "tracking_uri": store, "experiment": "sweep"}}))
     assert mlflow.MlflowClient(tracking_uri=store).get_experiment_by_name("sweep") is not None
     CreateStoreFirst().on_multirun_start(OmegaConf.create({"tracking": {"backend": "none"}}))  # no store: no-op
+
+
+_START_JOB = r"""
+import sys
+from srscale.config import TrackingConfig
+from srscale.tracking import ensure_store, make_tracker
+cfg = TrackingConfig(tracking_uri=sys.argv[1], experiment="race")
+ensure_store(cfg)
+tracker = make_tracker(cfg, run_name=sys.argv[2])
+tracker.log_metrics({"m": 1.0}, step=0)
+tracker.end()
+"""
+
+
+def test_four_jobs_starting_at_once_on_a_fresh_sqlite_store_all_finish(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", _START_JOB, uri, f"job{i}"], stderr=subprocess.PIPE, text=True)
+             for i in range(4)]
+    errors = [p.communicate(timeout=180)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n".join(e[-500:] for e in errors)
+    runs = find_runs(uri, "race")
+    assert sorted(r.info.run_name for r in runs) == ["job0", "job1", "job2", "job3"]
+    assert all(r.info.status == "FINISHED" and r.data.metrics == {"m": 1.0} for r in runs)
+
+
+def test_a_run_id_from_another_store_starts_a_new_run_here(store: str, tmp_path: Path) -> None:
+    first = make_tracker(TrackingConfig(tracking_uri=store, experiment="t5"), run_name="job")
+    first.end()
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    second = make_tracker(TrackingConfig(tracking_uri=other, experiment="t5"), run_name="job", resume_id=first.run_id)
+    assert second.run_id != first.run_id and not second.resumed
+    second.end()
+    assert len(find_runs(other, "t5")) == 1 and len(find_runs(store, "t5")) == 1
+    again = make_tracker(TrackingConfig(tracking_uri=store, experiment="t5"), run_name="job", resume_id=first.run_id)
+    assert again.run_id == first.run_id and again.resumed

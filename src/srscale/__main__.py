@@ -130,13 +130,15 @@ def main() -> None:
 
         hc = HydraConfig.get()
         overrides = ",".join(hc.overrides.task)
+        choices = {k: str(v) for k, v in hc.runtime.choices.items()
+                   if not k.startswith("hydra") and v not in (None, "null", "None")}
         try:
             typed = to_typed(cfg)
             from srscale.pipeline import run_job
             from srscale.tracking import ensure_store
 
             ensure_store(typed.tracking)
-            summary = run_job(typed, overrides)
+            summary = run_job(typed, overrides, choices)
         except SrscaleError as exc:
             if hc.mode is not None and hc.mode.name == "MULTIRUN":
                 # The job is recorded (FAILED run, traceback artifact); the sweep goes on and

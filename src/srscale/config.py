@@ -294,6 +294,9 @@ class SelfRewardConfig:
     name: str = "paper"
     iterations: int = 3
     prompt_source: str = "self_instruct"  # self_instruct | seed_pool
+    # Who writes self-instruct prompts: the current policy (today's default), M1 (the paper: a fixed
+    # model), or a path to a saved model (an adapter over this job's base model, or full weights).
+    instruct_model: str = "policy"
     prompts_per_iteration: int = 64
     shots_seed: int = 6
     shots_generated: int = 2
@@ -315,6 +318,8 @@ class SelfRewardConfig:
     def __post_init__(self) -> None:
         _non_negative("self_reward.iterations", self.iterations)
         _choice("self_reward.prompt_source", self.prompt_source, ("self_instruct", "seed_pool"))
+        if self.instruct_model not in ("policy", "m1") and not self.instruct_model.strip():
+            _fail("self_reward.instruct_model", self.instruct_model, "must be policy, m1 or a model directory")
         _choice("self_reward.pair_strategy", self.pair_strategy, ("max_min", "max_random"))
         _positive("self_reward.prompts_per_iteration", self.prompts_per_iteration)
         if self.candidates < 2:
@@ -381,7 +386,10 @@ class MTBenchConfig:
     judge_model: str = "gpt-4"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    local_judge_path: str | None = None  # None: the stage's own model judges
+    # The local judge of MT-Bench and head-to-head, one model for every stage of a job (a judge that
+    # changed with the stage would confound the comparison): None = M1, the SFT model; or a path to a
+    # saved model (full weights).
+    local_judge_path: str | None = None
     max_questions: int | None = None
     max_new_tokens: int = 256
     judge_max_tokens: int = 512
@@ -401,7 +409,8 @@ class EvalConfig:
     data: ``mt_bench/``, ``alpaca_eval/``, ``arc/``, ...) fills every evaluation file left unset."""
 
     name: str = "fast"
-    stages: list[str] = field(default_factory=lambda: ["sft", "iterations"])
+    # base: M0 (the model before SFT) | sft: M1 | seed_dpo | iterations: after each | final: after the last
+    stages: list[str] = field(default_factory=lambda: ["base", "sft", "iterations"])
     data_root: str | None = None
     reward_model: bool = True
     task_accuracy: bool = True
@@ -412,7 +421,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         for s in self.stages:
-            _choice("eval.stages[]", s, ("sft", "seed_dpo", "iterations", "final"))
+            _choice("eval.stages[]", s, ("base", "sft", "seed_dpo", "iterations", "final"))
         _positive("eval.max_items", self.max_items)
 
 

@@ -82,3 +82,14 @@ def run_distributed(spec: TrainSpec, dist: DistributedConfig) -> TrainResult:
                            f"training exited with status {proc.returncode} (its output is above); "
                            f"rerun it alone with: {' '.join(cmd)}")
     return result_from_dict(json.loads(result_path.read_text()))
+
+
+def is_sharded(dist: DistributedConfig) -> bool:
+    """True when the accelerate config shards the weights (FSDP or DeepSpeed): then each worker leaves
+    its copy on the CPU for the trainer to shard, instead of moving it to its GPU first."""
+    if not dist.accelerate_config or dist.num_processes < 2:
+        return False
+    import yaml
+
+    raw = yaml.safe_load(accelerate_config_path(dist.accelerate_config).read_text()) or {}
+    return str(raw.get("distributed_type", "")).upper() in ("FSDP", "DEEPSPEED")

@@ -88,25 +88,46 @@ def load_tokenizer(cfg: ModelConfig, path: str):
     except (OSError, ValueError) as exc:
         raise _missing_model_error(cfg, exc) from None
     if cfg.chat_template:  # an explicit template wins (base models may ship untrained chat tokens)
-        tok.chat_template = cfg.chat_template
+        tok.chat_template = with_bos(cfg.chat_template, tok)
     elif not tok.chat_template:
-        tok.chat_template = DEFAULT_CHAT_TEMPLATE
+        tok.chat_template = with_bos(DEFAULT_CHAT_TEMPLATE, tok)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"  # generation pads on the left; trainers set their own side
     return tok
 
 
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer starts a plain encoding with its BOS token (Llama-2, TinyLlama: yes;
+    GPT-2 style, ChatML: no). A model is trained and evaluated on what its own tokenizer produces."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
+def with_bos(template: str, tokenizer) -> str:
+    """A chat template srscale supplies, made to start with ``{{ bos_token }}`` when the tokenizer adds
+    a BOS by default. Generation and TRL's trainers tokenize templated text with
+    ``add_special_tokens=False`` (so a template with its own BOS gets exactly one); a template that
+    lacked it would feed such models no ``<s>`` at all."""
+    if not adds_bos(tokenizer) or "bos_token" in template:
+        return template
+    return "{{ bos_token }}" + template
+
+
 def load_model(cfg: ModelConfig, path: str, device: str | None, adapter: str | Path | None = None,
-               trainable_adapter: bool = False):
+               trainable_adapter: bool = False, dtype: str | None = None):
     """Load the base weights (and optionally a saved LoRA adapter) onto ``device``.
 
     ``device=None`` leaves the weights where ``from_pretrained`` put them, for a trainer running in
-    several processes to place (DDP) or shard (FSDP, ZeRO-3) them."""
+    several processes to shard (FSDP, ZeRO-3) them. ``dtype`` overrides ``cfg.dtype`` (training
+    loads full fine-tuning in float32, see :func:`srscale.training.training_precision`)."""
     from transformers import AutoModelForCausalLM
 
     kwargs: dict = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code,
-                    "dtype": _DTYPES[cfg.dtype], **_offline_kwargs(cfg, path)}
+                    "dtype": _DTYPES[dtype or cfg.dtype], **_offline_kwargs(cfg, path)}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.load_in_4bit:
@@ -148,11 +169,23 @@ def is_adapter_dir(path: str | Path | None) -> bool:
 
 
 def load_stage_weights(cfg: ModelConfig, base_path: str, source: str | Path | None, device: str | None,
-                       trainable_adapter: bool = False):
+                       trainable_adapter: bool = False, dtype: str | None = None):
     """A saved stage model: an adapter over the base weights, or full weights; the base when None."""
     if is_adapter_dir(source):
-        return load_model(cfg, base_path, device, adapter=source, trainable_adapter=trainable_adapter)
-    return load_model(cfg, str(source) if source else base_path, device)
+        return load_model(cfg, base_path, device, adapter=source, trainable_adapter=trainable_adapter, dtype=dtype)
+    return load_model(cfg, str(source) if source else base_path, device, dtype=dtype)
+
+
+def count_base_parameters(cfg: ModelConfig, path: str) -> int:
+    """Parameters of the base model, counted on the meta device (no weights are read)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
+                                        **_offline_kwargs(cfg, path))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+    return count_parameters(model)
 
 
 def lora_targets(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> list[str] | str:

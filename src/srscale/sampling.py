@@ -187,3 +187,16 @@ class TokenCount:
                 self.truncated_outputs += c.truncated
                 self.truncated_inputs += c.input_truncated
         return self
+
+
+class CountingSampler:
+    """A sampler that adds up the tokens of every call it passes on (cost accounting of evaluations)."""
+
+    def __init__(self, inner: Sampler, tokens: TokenCount):
+        self.inner, self.tokens = inner, tokens
+        self.backend, self.version, self.tokenizer = inner.backend, inner.version, inner.tokenizer
+
+    def generate(self, texts, params, **kwargs):
+        results = self.inner.generate(texts, params, **kwargs)
+        self.tokens.add(results)
+        return results

@@ -48,9 +48,9 @@ class TrainSpec:
     output_dir: str  # the model is saved to output_dir/model
     max_length: int
     seed: int = 0
-    bf16: bool = False
     epochs: float | None = None  # overrides settings.epochs (DPO on seed pairs)
     prefix: str = "dpo"
+    sharded: bool = False  # FSDP / ZeRO-3 through an accelerate config: the trainer places the weights
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -67,48 +67,113 @@ class TrainSpec:
 
 
 def result_to_dict(result: TrainResult) -> dict[str, Any]:
-    return {"steps": result.steps, "runtime_s": result.runtime_s, "history": result.history}
+    return {"steps": result.steps, "runtime_s": result.runtime_s, "history": result.history,
+            "examples_seen": result.examples_seen, "precision": result.precision}
 
 
 def result_from_dict(raw: dict[str, Any]) -> TrainResult:
-    return TrainResult(steps=raw["steps"], runtime_s=raw["runtime_s"], history=raw["history"])
+    return TrainResult(steps=raw["steps"], runtime_s=raw["runtime_s"], history=raw["history"],
+                       examples_seen=raw.get("examples_seen", 0), precision=raw.get("precision", {}))
 
 
-def run_spec(spec: TrainSpec, device: str | None) -> TrainResult:
-    """Load, train and save as ``spec`` says. ``device=None``: leave placement to the trainer (N processes).
+@dataclass(frozen=True)
+class Placement:
+    """Where one training process puts its model: ``load_device`` for loading (None: leave it where
+    ``from_pretrained`` puts it, for FSDP / ZeRO-3 to shard), ``device_type`` for the trainer."""
+
+    load_device: str | None
+    device_type: str  # "cuda" | "cpu"
+
+    @property
+    def use_cpu(self) -> bool:
+        return self.device_type != "cuda"
+
+
+def worker_placement(env: dict[str, str], cuda_available: bool, sharded: bool) -> Placement:
+    """The device of one process of a several-process training stage (pure).
+
+    Each process trains on its own GPU, ``cuda:<LOCAL_RANK>``: DDP wants the replica there before
+    training; FSDP and ZeRO-3 shard from the CPU copy themselves. Without CUDA the workers train on
+    the CPU (gloo), as the tests do.
+    """
+    if not cuda_available:
+        return Placement("cpu", "cpu")
+    local_rank = int(env.get("LOCAL_RANK", "0"))
+    return Placement(None if sharded else f"cuda:{local_rank}", "cuda")
+
+
+def local_placement(device: str) -> Placement:
+    """The job's own process trains where it generates (``cuda`` or ``cpu``)."""
+    return Placement(device, "cuda" if str(device).startswith("cuda") else "cpu")
+
+
+def run_spec(spec: TrainSpec, placement: Placement) -> TrainResult:
+    """Load, train and save as ``spec`` says, on ``placement``.
 
     In several processes every one of them calls this; the trainer shards the work and only the main
     process writes the model and ``result.json``.
     """
+    import logging
+
     from srscale.models import is_adapter_dir, load_stage_weights, load_tokenizer, peft_config
-    from srscale.training import dpo, sft
+    from srscale.training import dpo, sft, training_precision
 
     tok = load_tokenizer(spec.model, spec.base_path)
     adapter = is_adapter_dir(spec.policy_dir)
-    model = load_stage_weights(spec.model, spec.base_path, spec.policy_dir, device, trainable_adapter=True)
+    full = not spec.lora.enabled and not adapter
+    precision = training_precision(spec.model.dtype, full, placement.device_type, spec.model.load_in_4bit,
+                                   bf16_supported=_bf16_supported(placement))
+    if precision.note:
+        logging.getLogger(__name__).info("%s: %s", spec.prefix if spec.kind == "dpo" else "sft", precision.note)
+    model = load_stage_weights(spec.model, spec.base_path, spec.policy_dir, placement.load_device,
+                               trainable_adapter=True, dtype=precision.load_dtype)
     rows = read_jsonl(Path(spec.rows_file))
     out = Path(spec.output_dir)
     new_adapter = peft_config(spec.model, spec.lora) if (spec.lora.enabled and not adapter) else None
+    common = dict(output_dir=out, max_length=spec.max_length, seed=spec.seed, precision=precision,
+                  gradient_checkpointing=spec.model.gradient_checkpointing, use_cpu=placement.use_cpu)
     if spec.kind == "sft":
-        _, result = sft(model, tok, rows, spec.settings, peft_config=new_adapter, output_dir=out,
-                        max_length=spec.max_length, seed=spec.seed, bf16=spec.bf16,
-                        gradient_checkpointing=spec.model.gradient_checkpointing)
+        _, result = sft(model, tok, rows, spec.settings, peft_config=new_adapter, **common)
     else:
         how = dpo_reference(adapter, new_adapter is not None, same_weights=spec.ref_dir == spec.policy_dir)
-        ref = _reference(spec, device) if how == "load" else None
-        _, result = dpo(model, tok, rows, spec.settings, output_dir=out, max_length=spec.max_length,
-                        ref_model=ref, peft_config=new_adapter, seed=spec.seed, prefix=spec.prefix,
-                        bf16=spec.bf16, epochs=spec.epochs,
-                        gradient_checkpointing=spec.model.gradient_checkpointing)
+        ref = _reference(spec, placement) if how == "load" else None
+        _, result = dpo(model, tok, rows, spec.settings, ref_model=ref, peft_config=new_adapter, prefix=spec.prefix,
+                        epochs=spec.epochs, **common)
+    result.precision = {"load_dtype": precision.load_dtype, "bf16": precision.bf16, "fp16": precision.fp16}
     return result
 
 
-def _reference(spec: TrainSpec, device: str | None):
-    """The frozen reference weights (an adapter merged into its base)."""
+def _bf16_supported(placement: Placement) -> bool:
+    if placement.device_type != "cuda":
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _reference(spec: TrainSpec, placement: Placement):
+    """The frozen reference weights (an adapter merged into its base); float32 on a CPU."""
     from srscale.models import is_adapter_dir, load_stage_weights
 
-    ref = load_stage_weights(spec.model, spec.base_path, spec.ref_dir, device)
+    dtype = "float32" if placement.use_cpu else None
+    ref = load_stage_weights(spec.model, spec.base_path, spec.ref_dir, placement.load_device, dtype=dtype)
     return (ref.merge_and_unload() if is_adapter_dir(spec.ref_dir) else ref).eval()
+
+
+def count_train_tokens(tokenizer, kind: str, rows: list[dict], max_length: int) -> tuple[int, int]:
+    """(tokens of one epoch, rows cut at ``max_length``) for SFT rows or DPO pairs, as the trainers
+    tokenize them (the chat template; DPO trains on prompt+chosen and prompt+rejected)."""
+    def length(prompt: str, reply: str) -> int:
+        conv = [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]
+        return len(tokenizer.apply_chat_template(conv, tokenize=True, return_dict=True)["input_ids"])
+
+    tokens = cut = 0
+    for r in rows:
+        replies = [r["response"]] if kind == "sft" else [r["chosen"], r["rejected"]]
+        lengths = [length(r["prompt"], reply) for reply in replies]
+        tokens += sum(min(n, max_length) for n in lengths)
+        cut += any(n > max_length for n in lengths)
+    return tokens, cut
 
 
 def write_result(spec: TrainSpec, result: TrainResult, processes: int = 1) -> Path:

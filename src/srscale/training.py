@@ -35,11 +35,53 @@ SFT_MIN_LR_RATIO = 0.2
 DPO_MIN_LR_RATIO = 0.1
 
 
+@dataclass(frozen=True)
+class Precision:
+    """How a training stage holds and computes its weights."""
+
+    load_dtype: str  # the dtype the trainable model is loaded in
+    bf16: bool  # bf16 autocast (the Trainer's mixed precision), weights stay in load_dtype
+    fp16: bool  # fp16 autocast with a loss scaler
+    note: str | None = None  # why the configured dtype was not used as is (logged)
+
+
+def training_precision(dtype: str, full_finetune: bool, device_type: str, load_in_4bit: bool = False,
+                       bf16_supported: bool = True) -> Precision:
+    """The precision a training stage uses for ``model.dtype`` (pure).
+
+    * Full fine-tuning never trains pure half-precision weights: at the paper's learning rates (1e-6)
+      an update of a bf16 weight of 0.02 rounds to nothing. It loads float32 master weights and runs
+      bf16 (or fp16 with a loss scaler) autocast.
+    * LoRA keeps the frozen base in the configured dtype; PEFT holds the adapter in float32, and
+      autocast computes in half precision.
+    * On a CPU every stage trains in float32: a bf16 preset never switches on CPU autocast silently.
+    * ``auto``: bf16 autocast where the GPU supports it; LoRA bases load in the checkpoint's dtype.
+    """
+    if device_type != "cuda":
+        if load_in_4bit:
+            raise ValueError("4-bit loading needs a CUDA device")
+        note = None if dtype == "float32" else f"model.dtype={dtype} applies on GPUs; training in float32 on the {device_type}"
+        return Precision("float32", False, False, note)
+    if load_in_4bit:
+        return Precision(dtype if dtype != "float32" else "bfloat16", True, False)
+    if dtype == "float32":
+        return Precision("float32", False, False)
+    half = {"bfloat16": "bf16", "float16": "fp16"}.get(dtype) or ("bf16" if bf16_supported else "fp16")
+    if dtype == "bfloat16" and not bf16_supported:
+        half = "fp16"
+    load = "float32" if full_finetune else dtype
+    note = (f"full fine-tuning with model.dtype={dtype}: float32 master weights with {half} autocast"
+            if full_finetune and dtype != "float32" else None)
+    return Precision(load, half == "bf16", half == "fp16", note)
+
+
 @dataclass
 class TrainResult:
     steps: int = 0
     runtime_s: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)  # every trainer log record
+    examples_seen: int = 0  # rows processed over all steps and processes (steps x global batch)
+    precision: dict = field(default_factory=dict)
 
     def series(self, key: str) -> list[float]:
         return [rec[key] for rec in self.history if key in rec]
@@ -73,7 +115,7 @@ def _safe(key: str) -> str:
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in key)
 
 
-def _common_args(settings, output_dir: Path, seed: int, use_cpu: bool, bf16: bool, min_lr_ratio: float,
+def _common_args(settings, output_dir: Path, seed: int, use_cpu: bool, precision: Precision, min_lr_ratio: float,
                  gradient_checkpointing: bool = False) -> dict:
     scheduler = settings.lr_scheduler
     kwargs = {}
@@ -95,8 +137,8 @@ def _common_args(settings, output_dir: Path, seed: int, use_cpu: bool, bf16: boo
         seed=seed,
         data_seed=seed,
         use_cpu=use_cpu,
-        bf16=bf16,
-        fp16=False,
+        bf16=precision.bf16,
+        fp16=precision.fp16,
         dataloader_num_workers=0,
         remove_unused_columns=True,
         # TRL turns checkpointing on by default; it only pays off for large models on GPU.
@@ -114,22 +156,47 @@ def _to_chat(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
     return out
 
 
+def _use_cpu(model, use_cpu: bool | None) -> bool:
+    if use_cpu is not None:
+        return use_cpu
+    return not torch.cuda.is_available() or next(model.parameters()).device.type == "cpu"
+
+
+FP32 = Precision("float32", False, False)
+
+
 def sft(model, tokenizer, rows: list[dict], settings: SFTSettings, *, peft_config, output_dir: Path,
-        max_length: int, seed: int = 0, log_fn: LogFn | None = None, bf16: bool = False,
-        gradient_checkpointing: bool = False):
+        max_length: int, seed: int = 0, log_fn: LogFn | None = None, precision: Precision = FP32,
+        gradient_checkpointing: bool = False, use_cpu: bool | None = None):
     """Supervised fine-tuning on ``{"prompt", "response"}`` rows; loss on the response tokens only.
 
     Returns ``(model, TrainResult)``; the model is a ``PeftModel`` when ``peft_config`` is given.
     Saves the adapter (or full weights) and the tokenizer to ``output_dir/model``.
     """
+    result = TrainResult()
+    trainer = sft_trainer(model, tokenizer, rows, settings, peft_config=peft_config, output_dir=output_dir,
+                          max_length=max_length, seed=seed, precision=precision,
+                          gradient_checkpointing=gradient_checkpointing, use_cpu=use_cpu,
+                          callbacks=[_Recorder(result, "sft", log_fn)])
+    out = trainer.train()
+    _finish(result, out, trainer.args, trainer)
+    trained = _save_trained(trainer, tokenizer, output_dir / "model")
+    tokenizer.padding_side = "left"
+    return trained, result
+
+
+def sft_trainer(model, tokenizer, rows: list[dict], settings: SFTSettings, *, peft_config, output_dir: Path,
+                max_length: int, seed: int = 0, precision: Precision = FP32, gradient_checkpointing: bool = False,
+                use_cpu: bool | None = None, callbacks=()):
+    """The TRL ``SFTTrainer`` :func:`sft` trains with (its dataset is tokenized, loss-masked and ready)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    use_cpu = not torch.cuda.is_available() or next(model.parameters()).device.type == "cpu"
+    use_cpu = _use_cpu(model, use_cpu)
     tokenizer.padding_side = "right"
     data = Dataset.from_list(_to_chat([{"prompt": r["prompt"], "completion": r["response"]} for r in rows],
                                       ("completion",)))
-    args = SFTConfig(**_common_args(settings, output_dir / "trainer", seed, use_cpu, bf16, SFT_MIN_LR_RATIO,
+    args = SFTConfig(**_common_args(settings, output_dir / "trainer", seed, use_cpu, precision, SFT_MIN_LR_RATIO,
                                     gradient_checkpointing),
                      warmup_steps=settings.warmup_ratio, weight_decay=settings.weight_decay,
                      max_length=max_length, completion_only_loss=settings.completion_only_loss,
@@ -137,19 +204,20 @@ def sft(model, tokenizer, rows: list[dict], settings: SFTSettings, *, peft_confi
                      # Batches of similar length: judge prompts are ~10x longer than instructions,
                      # and mixing them pads every batch to the longest.
                      train_sampling_strategy="group_by_length")
-    result = TrainResult()
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[_Recorder(result, "sft", log_fn)])
-    out = trainer.train()
+    return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                      peft_config=peft_config, callbacks=list(callbacks))
+
+
+def _finish(result: TrainResult, out, args, trainer) -> None:
     result.steps, result.runtime_s = out.global_step, out.metrics.get("train_runtime", 0.0)
-    trained = _save_trained(trainer, tokenizer, output_dir / "model")
-    tokenizer.padding_side = "left"
-    return trained, result
+    world = trainer.accelerator.num_processes
+    result.examples_seen = out.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * world
 
 
 def dpo(model, tokenizer, pairs: list[dict], settings: DPOSettings, *, output_dir: Path, max_length: int,
         ref_model=None, peft_config=None, seed: int = 0, log_fn: LogFn | None = None, prefix: str = "dpo",
-        bf16: bool = False, epochs: float | None = None, gradient_checkpointing: bool = False):
+        precision: Precision = FP32, epochs: float | None = None, gradient_checkpointing: bool = False,
+        use_cpu: bool | None = None):
     """DPO on ``{"prompt", "chosen", "rejected"}`` rows (sigmoid loss by default).
 
     ``model`` may already carry a trainable adapter (iterative DPO continues it; TRL freezes a copy
@@ -159,8 +227,8 @@ def dpo(model, tokenizer, pairs: list[dict], settings: DPOSettings, *, output_di
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    use_cpu = not torch.cuda.is_available() or next(model.parameters()).device.type == "cpu"
-    common = _common_args(settings, output_dir / "trainer", seed, use_cpu, bf16, DPO_MIN_LR_RATIO,
+    use_cpu = _use_cpu(model, use_cpu)
+    common = _common_args(settings, output_dir / "trainer", seed, use_cpu, precision, DPO_MIN_LR_RATIO,
                           gradient_checkpointing)
     if epochs is not None:
         common["num_train_epochs"] = epochs
@@ -172,7 +240,7 @@ def dpo(model, tokenizer, pairs: list[dict], settings: DPOSettings, *, output_di
                          processing_class=tokenizer, peft_config=peft_config,
                          callbacks=[_Recorder(result, prefix, log_fn)])
     out = trainer.train()
-    result.steps, result.runtime_s = out.global_step, out.metrics.get("train_runtime", 0.0)
+    _finish(result, out, args, trainer)
     trained = _save_trained(trainer, tokenizer, output_dir / "model")
     tokenizer.padding_side = "left"
     return trained, result

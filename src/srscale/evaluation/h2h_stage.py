@@ -22,7 +22,20 @@ def _stage_order(root: Path, stage: str) -> list[str]:
     return [s for s in earlier if (root / "eval" / s / "h2h_answers.jsonl").exists()]
 
 
-def head_to_head_stage(cfg, loaded, out: Path, stage: str, root: Path, data=None, judge=None) -> dict[str, float]:
+def targets_for(earlier: list[str]) -> dict[str, str]:
+    """Which earlier stages a stage is compared with (pure): the SFT model and the previous stage, the
+    latter only when it is not the SFT model itself (iteration 1's previous stage *is* SFT: one
+    comparison, not the same one judged twice)."""
+    out = {}
+    if "sft" in earlier:
+        out["vs_sft"] = "sft"
+    if earlier and earlier[-1] != "sft":
+        out["vs_previous"] = earlier[-1]
+    return out
+
+
+def head_to_head_stage(cfg, chat, out: Path, stage: str, root: Path, data=None, judge=None) -> dict[str, float]:
+    """``chat``: the stage model's chat callable; ``judge``: the job's fixed judge."""
     from srscale.evaluation.headtohead import (
         alpaca_eval_winrate,
         answer_prompts,
@@ -32,11 +45,9 @@ def head_to_head_stage(cfg, loaded, out: Path, stage: str, root: Path, data=None
     )
     from srscale.evaluation.judges import make_judge
     from srscale.evaluation.mtbench import judge_prompts_from_hub, load_judge_prompts
-    from srscale.generation import model_chat_fn
 
     h = cfg.eval.head_to_head
-    chat = model_chat_fn(loaded.model, loaded.tokenizer, batch_size=cfg.self_reward.batch_size)
-    judge = judge or make_judge(cfg.eval.mtbench, chat=chat, setting="eval.mtbench")
+    judge = judge or make_judge(cfg.eval.mtbench, chat=None, setting="eval.mtbench")
     mt = cfg.eval.mtbench
     prompts_table = load_judge_prompts(mt.judge_prompts_file) if mt.judge_prompts_file else judge_prompts_from_hub()
 
@@ -50,12 +61,7 @@ def head_to_head_stage(cfg, loaded, out: Path, stage: str, root: Path, data=None
     if prompts:
         answers = answer_prompts(chat, prompts, h.max_new_tokens)
         write_jsonl(out / "h2h_answers.jsonl", [{"prompt": p, "answer": a} for p, a in zip(prompts, answers, strict=True)])
-        earlier = _stage_order(root, stage)
-        targets = {"vs_sft": "sft" if "sft" in earlier else None,
-                   "vs_previous": earlier[-1] if earlier else None}
-        for label, other in targets.items():
-            if other is None:
-                continue
+        for label, other in targets_for(_stage_order(root, stage)).items():
             theirs = {r["prompt"]: r["answer"] for r in read_jsonl(root / "eval" / other / "h2h_answers.jsonl")}
             common = [(p, a, theirs[p]) for p, a in zip(prompts, answers, strict=True) if p in theirs]
             if not common:
@@ -65,7 +71,12 @@ def head_to_head_stage(cfg, loaded, out: Path, stage: str, root: Path, data=None
             write_json(out / f"h2h_{label}.json", {"against": other, **res.metrics(f"h2h/{label}")})
             metrics.update(res.metrics(f"h2h/{label}"))
     if h.alpaca_eval_file:
+        from srscale.evaluation.alpacaeval import write_annotations
+
         res = alpaca_eval_winrate(judge, chat, h.alpaca_eval_file, h.max_prompts, max_new_tokens=h.max_new_tokens,
-                                  judge_prompts=prompts_table, judge_max_tokens=mt.judge_max_tokens)
+                                  judge_prompts=prompts_table, judge_max_tokens=mt.judge_max_tokens,
+                                  generator=f"{cfg.model.name}|{stage}")
+        write_annotations(out / "alpaca_eval" / "annotations.json", res.annotations)
+        write_json(out / "alpaca_eval" / "metrics.json", res.alpaca_eval)
         metrics.update(res.metrics("h2h/alpaca_eval"))
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

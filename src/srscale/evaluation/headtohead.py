@@ -8,7 +8,8 @@ either judgment has no verdict is *failed*: counted, reported, and left out of `
 
     win_rate = (wins + 0.5 * ties) / n,   n = wins + losses + ties
 
-(FastChat's ``win_rate_adjusted``). Mean response lengths of both sides, in characters and in
+(FastChat's ``win_rate_adjusted``). Against AlpacaEval's references the outcomes are written as AlpacaEval
+annotations and scored by the ``alpaca_eval`` package (:mod:`srscale.evaluation.alpacaeval`). Mean response lengths of both sides, in characters and in
 whitespace-separated words, are reported beside it, since judges favour longer answers.
 
 The verdict parsing (:func:`parse_verdict`, :func:`combine_orders`, :func:`tally`) is pure;
@@ -244,6 +245,41 @@ def spread(items: Sequence[Any], max_items: int | None) -> list[Any]:
     return [items[int(i * step)] for i in range(max_items)]
 
 
+@dataclass
+class AlpacaEvalResult(HeadToHeadResult):
+    """A head-to-head against AlpacaEval's references, scored by the ``alpaca_eval`` package.
+
+    ``alpaca_eval`` holds the package's metrics in percent, as on its leaderboard (see
+    :func:`srscale.evaluation.alpacaeval.winrate_metrics`); ``annotations`` are the comparisons in
+    AlpacaEval's ``annotations.json`` format. ``win_rate`` and :meth:`metrics` give the same numbers as
+    fractions, like every other head-to-head rate.
+    """
+
+    generator: str = "srscale"
+    alpaca_eval: dict[str, Any] = field(default_factory=dict)
+    annotations: list[dict] = field(default_factory=list, repr=False)
+
+    @property
+    def win_rate(self) -> float | None:
+        value = self.alpaca_eval.get("win_rate")
+        return None if value is None else value / 100
+
+    def metrics(self, prefix: str = "h2h") -> dict[str, float]:
+        out = super().metrics(prefix)
+        for key, name in (("standard_error", "standard_error"), ("discrete_win_rate", "discrete_win_rate"),
+                          ("length_controlled_winrate", "length_controlled_win_rate"),
+                          ("lc_standard_error", "lc_standard_error")):
+            value = self.alpaca_eval.get(key)
+            if value is not None:
+                out[f"{prefix}/{name}"] = value / 100
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d.pop("annotations", None)
+        return d
+
+
 def alpaca_eval_winrate(
     judge,
     chat: ChatFn,
@@ -253,22 +289,42 @@ def alpaca_eval_winrate(
     max_new_tokens: int = 512,
     judge_prompts: Mapping[str, Mapping] | None = None,
     judge_max_tokens: int = 1024,
-) -> HeadToHeadResult:
-    """Win rate of the model (side A) against AlpacaEval reference outputs (side B).
+    generator: str = "srscale",
+    length_controlled: bool = True,
+) -> AlpacaEvalResult:
+    """Win rate of the model (``generator``) against AlpacaEval reference outputs, by AlpacaEval's metrics.
 
     ``instructions_with_reference``: records (or the path of a ``model_outputs.json``) with
-    ``instruction`` and the reference ``output``; ``max_items`` of them, evenly spaced. The model answers
-    each instruction in one batched ``chat`` call; the judge is FastChat's pair-v2 in both orders, so
-    this is AlpacaEval's data with the paper's protocol, not AlpacaEval's own annotator or its
-    length-controlled rate. Lengths of the model's answers (A) and the references (B) come beside.
+    ``instruction`` and the reference ``output``; ``max_items`` of them, evenly spaced. Each keeps its
+    position in that list as ``alpaca_eval_index`` (AlpacaEval's length-controlled GLM looks up each
+    instruction's difficulty by its position in the 805-instruction set: pass the whole file, or records
+    that carry ``alpaca_eval_index``). The model answers each instruction in one batched ``chat`` call;
+    the judge is FastChat's pair-v2 in both orders (the paper's protocol, not AlpacaEval's GPT-4
+    annotator, so the rates are comparable with its leaderboard in method, not in value). The outcomes
+    become AlpacaEval annotations and the ``alpaca_eval`` package computes win rate, standard error,
+    discrete win rate, and the length-controlled win rate where its hub inputs are available.
     """
+    from srscale.evaluation.alpacaeval import INDEX_KEY, REFERENCE_GENERATOR, to_annotations, winrate_metrics
+
     records = (
         load_alpaca_eval(instructions_with_reference)
         if isinstance(instructions_with_reference, (str, Path))
         else list(instructions_with_reference)
     )
-    records = spread(records, max_items)
+    chosen = spread(list(enumerate(records)), max_items)
+    indices = [r.get(INDEX_KEY, i) for i, r in chosen]
+    records = [r for _, r in chosen]
     instructions = [r["instruction"] for r in records]
     references = [r["output"] for r in records]
     answers = answer_prompts(chat, instructions, max_new_tokens)
-    return compare(judge, instructions, answers, references, judge_prompts, max_tokens=judge_max_tokens)
+    res = compare(judge, instructions, answers, references, judge_prompts, max_tokens=judge_max_tokens)
+    reference_generator = records[0].get("generator", REFERENCE_GENERATOR) if records else REFERENCE_GENERATOR
+    annotations = to_annotations(res.items, generator, reference_generator, indices=indices,
+                                 datasets=[r.get("dataset") for r in records])
+    result = AlpacaEvalResult(**{k: getattr(res, k) for k in ("wins", "losses", "ties", "failed", "length_a_chars",
+                                                              "length_b_chars", "length_a_words",
+                                                              "length_b_words", "items")},
+                              generator=generator, annotations=annotations)
+    if annotations:
+        result.alpaca_eval = winrate_metrics(annotations, length_controlled=length_controlled)
+    return result

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 STATE_FILE = "job_state.json"
+SUMMARY_FILE = "summary.json"  # written last by the pipeline
 STATES = ("running", "done", "disqualified", "failed", "killed", "not_started")
+
+
+def is_finished(root: Path) -> bool:
+    """A finished job (done or disqualified) has its ``summary.json``: a re-run does nothing."""
+    return (Path(root) / SUMMARY_FILE).is_file()
 
 
 def write_state(root: Path, state: str, **fields: Any) -> dict:

@@ -3,7 +3,9 @@
 The basic sweeper reads every job's return value after each batch and re-raises the first failure,
 so one failed job stops the sweep with a traceback. This one records a line per failed job
 (:mod:`srscale.multirun`) and launches the remaining batches; ``python -m srscale`` prints the lines
-and exits 2 at the end. Cartesian products, ``hydra.sweeper.params`` (the ``sweeps/`` files) and
+and exits 2 at the end. A job whose directory already holds a finished job (``summary.json``: done
+or disqualified) is not launched again, so re-running a sweep on a cluster re-submits only the
+failed, killed and unstarted jobs instead of allocating nodes for jobs that would exit at once. Cartesian products, ``hydra.sweeper.params`` (the ``sweeps/`` files) and
 ``max_batch_size`` behave as in the basic sweeper, and it works with any launcher, since the outcome
 of each job comes back in the ``JobReturn`` the launcher returns.
 """
@@ -34,6 +36,24 @@ ConfigStore.instance().store(group="hydra/sweeper", name="srscale", node=Srscale
 
 
 class SrscaleSweeper(BasicSweeper):
+    def finished(self, overrides) -> bool:
+        """Whether this job's directory holds a finished job (so a cluster need not start it again)."""
+        from hydra.core.hydra_config import HydraConfig
+
+        from srscale.jobstate import is_finished
+
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        # The job directory interpolates ${hydra:...}, which reads HydraConfig: set it to this job's
+        # config while resolving (as a launcher does when it runs the job), then put it back.
+        hydra_config = HydraConfig.instance()
+        previous = hydra_config.cfg
+        hydra_config.set_config(cfg)
+        try:
+            job_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+        finally:
+            hydra_config.cfg = previous
+        return is_finished(job_dir)
+
     def sweep(self, arguments: list[str]) -> Any:
         from srscale.multirun import failure_line, record_failure
 
@@ -50,6 +70,13 @@ class SrscaleSweeper(BasicSweeper):
         while not self.is_done():
             batch = self.get_job_batch()
             self.validate_batch_is_legal(batch)
+            todo = [overrides for overrides in batch if not self.finished(overrides)]
+            if len(todo) < len(batch):
+                log.info("%d of %d jobs already finished (summary.json): not launched again",
+                         len(batch) - len(todo), len(batch))
+            batch = todo
+            if not batch:
+                continue
             results = self.launcher.launch(batch, initial_job_idx=first_idx)
             for job_overrides, result in zip(batch, results, strict=True):
                 # JobReturn.overrides holds the task overrides (what names the job); a launcher that

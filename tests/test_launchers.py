@@ -173,6 +173,15 @@ def test_launcher_presets_compose_over_the_plugin_schemas(launcher: str) -> None
                     return_hydra_config=True)
 
 
+@pytest.fixture
+def fresh_global_hydra():
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    yield
+    GlobalHydra.instance().clear()
+
+
 def _slurm_launcher(tmp_path: Path, extra: list[str]):
     """srscale's SLURM launcher set up as Hydra sets it up for a sweep (no cluster needed until launch)."""
     from hydra._internal.hydra import Hydra
@@ -189,7 +198,8 @@ def _slurm_launcher(tmp_path: Path, extra: list[str]):
     return Plugins.instance().instantiate_launcher(hydra_context=context, task_function=lambda c: None, config=cfg)
 
 
-def test_slurm_sweep_asks_each_job_for_its_own_preset_resources(tmp_path: Path, monkeypatch) -> None:
+def test_slurm_sweep_asks_each_job_for_its_own_preset_resources(tmp_path: Path, monkeypatch,
+                                                              fresh_global_hydra) -> None:
     # submitit's SLURM executor only checks that `srun` is on PATH; nothing is submitted here.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

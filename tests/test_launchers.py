@@ -8,14 +8,14 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import NO_GATE, SMALL, run_cli, store
-from test_config import _setup, compose_cfg
 
+from conftest import NO_GATE, SMALL, run_cli, store
 from srscale import multirun, resources
 from srscale.__main__ import CONF_DIR
 from srscale.config import ConfigError, ModelConfig, ResourcesConfig
 from srscale.errors import SrscaleError
 from srscale.tracking import find_runs
+from test_config import _setup, compose_cfg
 
 LAUNCHERS = sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml"))
 HUB_PRESETS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")
@@ -249,7 +249,7 @@ def test_two_jobs_through_submitit_local(tmp_path: Path, env: dict) -> None:
     out = run_cli(["-m", "hydra/launcher=submitit_local", *SMALL, *NO_GATE, "self_reward.iterations=1",
                    "seed=1,2"], tmp_path, env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "submitit 'local': 2 job(s) with gpus_per_node=0, cpus_per_task=2, mem_gb=4, timeout_min=60" in out.stderr
+    assert "submitit 'local': 2 job(s) with gpus_per_node=0, cpus_per_task=2, mem_gb=4, timeout_min=60" in out.stdout + out.stderr
     _finished_with_every_metric(tmp_path, 2)
     logs = list((tmp_path / "outputs" / ".submitit").glob("*/*_log.out"))
     assert len(logs) == 2

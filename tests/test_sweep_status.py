@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SMALL, run_cli
 
+from conftest import SMALL, run_cli
 from srscale import jobstate
 from srscale.sweep import (
     JobRow,
@@ -150,5 +150,5 @@ def test_status_of_a_sweep_with_finished_disqualified_and_failed_jobs(tmp_path: 
     # Re-launching the sweep starts only the unfinished jobs (the two that fail again).
     again = run_cli(sweep[:1] + sweep[3:], tmp_path, env, timeout=600)
     assert again.returncode == 2
-    assert "2 of 4 jobs already finished (summary.json): not launched again" in again.stderr
+    assert "2 of 4 jobs already finished (summary.json): not launched again" in again.stdout + again.stderr
     assert len([line for line in again.stderr.splitlines() if line.startswith("srscale: job failed:")]) == 2

@@ -10,12 +10,12 @@ from hydra._internal.utils import create_config_search_path
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from hydra_plugins.srscale_plugins.sweeper import SrscaleSweeper
 from omegaconf import OmegaConf, open_dict, read_write
-from test_config import _setup
 
+from hydra_plugins.srscale_plugins.sweeper import SrscaleSweeper
 from srscale.__main__ import CONF_DIR, REPO_DIR
 from srscale.config import Config, to_typed
+from test_config import _setup
 
 SWEEPS = sorted(p.stem for p in (REPO_DIR / "sweeps").glob("*.yaml"))
 # What each study sweeps (axis -> values): a sweep file changed by mistake fails here.

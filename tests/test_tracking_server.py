@@ -14,8 +14,8 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import NO_GATE, SMALL, run_cli
 
+from conftest import NO_GATE, SMALL, run_cli
 from srscale import tracking_server
 
 

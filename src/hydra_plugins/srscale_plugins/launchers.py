@@ -23,7 +23,7 @@ them as schemas (so a misspelt key fails at start); they set ``_target_`` to the
 import logging
 import os
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import OmegaConf
@@ -46,7 +46,7 @@ if SlurmLauncher is not None:
         # all at once); exported to each job for its thread count (srscale.resources).
         parallel_on_host: int = 1
 
-        def job_requests(self, job_overrides) -> List[dict]:
+        def job_requests(self, job_overrides) -> list[dict]:
             """Each job's submitit parameters, from its own composed config."""
             from srscale.resources import SUBMITIT_KEYS, job_request
 
@@ -91,7 +91,7 @@ if SlurmLauncher is not None:
             sweep_dir.mkdir(parents=True, exist_ok=True)
             if self._EXECUTOR == "local":
                 self.parallel_on_host = len(job_overrides)
-            pending: List[Tuple[int, Any]] = []
+            pending: list[tuple[int, Any]] = []
             for request, positions in group_by_request(self.job_requests(job_overrides)):
                 executor = self.make_executor(request)
                 log.info("submitit '%s': %d job(s) with %s", self._EXECUTOR, len(positions),
@@ -104,7 +104,7 @@ if SlurmLauncher is not None:
                                  Singleton.get_state()))
                 jobs = executor.map_array(self, *zip(*args, strict=True))
                 pending.extend(zip(positions, jobs, strict=True))
-            results: List[Optional[JobReturn]] = [None] * len(job_overrides)
+            results: list[JobReturn | None] = [None] * len(job_overrides)
             for pos, job in pending:
                 try:
                     results[pos] = job.results()[0]

@@ -15,7 +15,7 @@ of each job comes back in the ``JobReturn`` the launcher returns.
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional  # noqa: UP035 - OmegaConf reads these in the schema
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class SrscaleSweeperConf:
     _target_: str = "hydra_plugins.srscale_plugins.sweeper.SrscaleSweeper"
-    max_batch_size: Optional[int] = None
-    params: Optional[Dict[str, str]] = None
+    max_batch_size: Optional[int] = None  # noqa: UP045
+    params: Optional[Dict[str, str]] = None  # noqa: UP006, UP045
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="srscale", node=SrscaleSweeperConf, provider="srscale")

@@ -44,7 +44,9 @@ def test_describe_done_disqualified_failed() -> None:
 def test_describe_running_counts_wall_time_to_now_and_iterations_on_disk() -> None:
     row = describe({"state": "running", "started_at": NOW - 3700, "updated_at": NOW - 3000}, None, "r", (), 2, NOW)
     assert (row.state, row.wall_s, row.iterations) == ("running", 3700.0, 2)
-    assert format_duration(row.wall_s) == "1h01m"
+    assert format_duration(row.wall_s) == "1h01m" and format_row(row).startswith("running ")
+    staged = describe({"state": "running", "stage": "iter_3", "started_at": NOW - 5}, None, "r", (), 2, NOW)
+    assert format_row(staged).startswith("running@iter_3 ")
 
 
 def test_describe_summary_without_state_record_and_not_started() -> None:

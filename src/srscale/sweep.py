@@ -31,7 +31,7 @@ RELAUNCH_STATES = ("failed", "killed")
 class JobRow:
     overrides: tuple[str, ...]
     state: str
-    detail: str | None = None  # failed: the reason; disqualified: the gate stage
+    detail: str | None = None  # failed: the reason; disqualified: the gate stage; running: the stage
     iterations: int | None = None
     wall_s: float | None = None
     run_id: str | None = None
@@ -51,7 +51,9 @@ def describe(state: dict, summary: dict | None, run_id: str | None, overrides: t
     if summary is not None and name in ("not_started", "running", "killed"):
         name = "done" if summary.get("gate_outcome") == "passed" else "disqualified"
     detail = None
-    if name == "failed":
+    if name == "running":
+        detail = state.get("stage")  # the stage running, when the pipeline records it
+    elif name == "failed":
         detail = state.get("reason") or "(no reason recorded)"
     elif name == "disqualified":
         detail = state.get("gate_stage") or (summary or {}).get("gate_stage") or "?"
@@ -81,7 +83,9 @@ def format_duration(seconds: float | None) -> str:
 
 
 def state_label(row: JobRow) -> str:
-    return {"disqualified": f"disqualified@{row.detail}", "not_started": "not started"}.get(row.state, row.state)
+    if row.state in ("disqualified", "running") and row.detail:
+        return f"{row.state}@{row.detail}"
+    return "not started" if row.state == "not_started" else row.state
 
 
 HEADER = f"{'STATE':<24} {'ITERS':>5}  {'WALL':>7}  {'MLFLOW RUN':<32}  OVERRIDES"

@@ -1,4 +1,4 @@
-"""srscale's submitit launchers (``hydra/launcher=submitit_slurm|submitit_local``) and preset schemas.
+"""srscale's submitit launchers (``hydra/launcher=submitit_slurm|submitit_local``): per-job resources.
 
 Hydra's submitit launcher sends every job of a sweep with one set of parameters. These subclasses
 compose each job's config first, read what that job needs (``model.resources``, and
@@ -12,10 +12,11 @@ Requeue: submitit requeues a preempted SLURM job, and one that hits its time lim
 re-runs the srscale job, which resumes at its last complete stage. A job that dies without a result
 (killed, out of memory) comes back as a failed job instead of stopping the sweep.
 
-Imported by Hydra's plugin discovery: without hydra-submitit-launcher
-installed (the ``cluster`` extra) this module defines nothing. The presets in
-``conf/hydra/launcher/`` share their names with the plugins' own configs, which Hydra merges under
-them as schemas (so a misspelt key fails at start); they set ``_target_`` to these classes.
+Imported by Hydra's plugin discovery: without hydra-submitit-launcher installed (the ``cluster``
+extra) this module defines nothing. The presets in ``conf/hydra/launcher/`` share their names with
+the plugins' own configs, which Hydra merges under them as schemas, so a misspelt key fails at
+start (Hydra's automatic schema matching: deprecated since 1.1 and warned about, still in the pinned
+1.3.8); they set ``_target_`` to these classes.
 """
 
 # No `from __future__ import annotations`: Hydra's plugin scan runs this module before it is in

@@ -154,3 +154,12 @@ def test_status_of_a_sweep_with_finished_disqualified_and_failed_jobs(tmp_path: 
     assert again.returncode == 2
     assert "2 of 4 jobs already finished (summary.json): not launched again" in again.stdout + again.stderr
     assert len([line for line in again.stderr.splitlines() if line.startswith("srscale: job failed:")]) == 2
+
+
+def test_is_finished_counts_iterations_asked_for(tmp_path: Path) -> None:
+    assert not jobstate.is_finished(tmp_path)
+    (tmp_path / "summary.json").write_text(json.dumps({"gate_outcome": "passed", "iterations_completed": 3}))
+    assert jobstate.is_finished(tmp_path) and jobstate.is_finished(tmp_path, 3)
+    assert not jobstate.is_finished(tmp_path, 5)  # asked for more: the job extends in place
+    (tmp_path / "summary.json").write_text(json.dumps({"gate_outcome": "disqualified", "iterations_completed": 1}))
+    assert jobstate.is_finished(tmp_path, 5)  # a disqualified model stays disqualified

@@ -3,8 +3,8 @@
 The basic sweeper reads every job's return value after each batch and re-raises the first failure,
 so one failed job stops the sweep with a traceback. This one records a line per failed job
 (:mod:`srscale.multirun`) and launches the remaining batches; ``python -m srscale`` prints the lines
-and exits 2 at the end. A job whose directory already holds a finished job (``summary.json``: done
-or disqualified) is not launched again, so re-running a sweep on a cluster re-submits only the
+and exits 2 at the end. A job whose directory already holds a finished job (``summary.json``:
+disqualified, or done with at least the iterations asked for) is not launched again, so re-running a sweep on a cluster re-submits only the
 failed, killed and unstarted jobs instead of allocating nodes for jobs that would exit at once. Cartesian products, ``hydra.sweeper.params`` (the ``sweeps/`` files) and
 ``max_batch_size`` behave as in the basic sweeper, and it works with any launcher, since the outcome
 of each job comes back in the ``JobReturn`` the launcher returns.
@@ -52,7 +52,7 @@ class SrscaleSweeper(BasicSweeper):
             job_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
         finally:
             hydra_config.cfg = previous
-        return is_finished(job_dir)
+        return is_finished(job_dir, OmegaConf.select(cfg, "self_reward.iterations", default=None))
 
     def sweep(self, arguments: list[str]) -> Any:
         from srscale.multirun import failure_line, record_failure

@@ -73,7 +73,7 @@ def _check_keys(argv: list[str]) -> str | None:
             continue
         key = override.key_or_group
         if (override.is_add() or override.is_delete() or override.package is not None
-                or key.split(".")[0] == "hydra" or key in groups):
+                or key.split(".")[0].split("/")[0] == "hydra" or key in groups):
             continue
         try:
             values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
@@ -105,7 +105,9 @@ def main() -> None:
         print(f"srscale: config directory {CONF_DIR} not found; install srscale from a checkout with "
               "`pip install -e .`", file=sys.stderr)
         sys.exit(2)
-    problem = _check_group_options(sys.argv[1:]) or _check_keys(sys.argv[1:])
+    from srscale.multirun import check_launcher, take_failures
+
+    problem = check_launcher(sys.argv[1:]) or _check_group_options(sys.argv[1:]) or _check_keys(sys.argv[1:])
     if problem:
         print(problem, file=sys.stderr)
         sys.exit(2)
@@ -122,7 +124,7 @@ def main() -> None:
     _quiet_libraries()
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-    def task(cfg: DictConfig) -> None:
+    def task(cfg: DictConfig) -> object:
         from hydra.core.hydra_config import HydraConfig
 
         from srscale.config import to_typed
@@ -135,6 +137,9 @@ def main() -> None:
         try:
             typed = to_typed(cfg)
             from srscale.pipeline import run_job
+            from srscale.resources import configure_job_threads
+
+            configure_job_threads(typed.generation.torch_threads)
             from srscale.tracking import ensure_store
 
             ensure_store(typed.tracking)
@@ -142,18 +147,20 @@ def main() -> None:
         except SrscaleError as exc:
             if hc.mode is not None and hc.mode.name == "MULTIRUN":
                 # The job is recorded (FAILED run, traceback artifact); the sweep goes on and
-                # exits non-zero at the end, listing each failed job in one line.
+                # exits non-zero at the end, listing each failed job in one line. The outcome
+                # travels in the job's return value: launchers may run jobs in other processes.
+                from srscale.multirun import JobFailed
+
                 logging.getLogger("srscale").error("job failed: %s", exc)
-                failed_jobs.append(f"{overrides or '(defaults)'}: {exc}")
-                return
+                return JobFailed(str(exc))
             print(f"srscale: {exc}", file=sys.stderr)
             sys.exit(2)
         logging.getLogger("srscale").info(
             "job done: %s (gate %s, %s iterations) in %s", typed.model.name, summary.get("gate_outcome"),
             summary.get("iterations_completed"), typed.output_dir)
 
-    failed_jobs: list[str] = []
     task()
+    failed_jobs = take_failures()  # recorded by srscale's sweeper (hydra_plugins.srscale_plugins)
     if failed_jobs:
         for line in failed_jobs:
             print(f"srscale: job failed: {line}", file=sys.stderr)

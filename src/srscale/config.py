@@ -87,6 +87,27 @@ class TinyArchConfig:
 
 
 @dataclass
+class ResourcesConfig:
+    """What one job of this model needs from a cluster (read by srscale's submitit launchers).
+
+    Each figure left null falls back to the launcher's own setting (``hydra.launcher.*``). GPU counts
+    assume 80 GB GPUs; ``gpus`` is raised to ``train.distributed.num_processes`` when that is larger.
+    """
+
+    gpus: int | None = None  # GPUs on the job's node
+    cpus: int | None = None  # CPU cores for the job's one task
+    mem_gb: int | None = None  # host memory (not GPU memory: that is model.memory_gb)
+    time_min: int | None = None  # wall-time limit; a job that runs out is requeued and resumes
+
+    def __post_init__(self) -> None:
+        if self.gpus is not None:
+            _non_negative("model.resources.gpus", self.gpus)
+        for name in ("cpus", "mem_gb", "time_min"):
+            if getattr(self, name) is not None:
+                _positive(f"model.resources.{name}", getattr(self, name))
+
+
+@dataclass
 class ModelConfig:
     """Which model a job trains: one srscale builds (``source=tiny``) or a hub id / local path."""
 
@@ -106,6 +127,7 @@ class ModelConfig:
     params_millions: float | None = None  # documented size, for tables; measured size is logged
     memory_gb: float | None = None  # documented memory need for LoRA training at this dtype
     tiny: TinyArchConfig | None = None
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # per-job cluster request
 
     def __post_init__(self) -> None:
         _choice("model.source", self.source, ("tiny", "hub"))

@@ -17,7 +17,21 @@ from pathlib import Path
 from typing import Any
 
 STATE_FILE = "job_state.json"
+SUMMARY_FILE = "summary.json"  # written last by the pipeline
 STATES = ("running", "done", "disqualified", "failed", "killed", "not_started")
+
+
+def is_finished(root: Path, iterations: int | None = None) -> bool:
+    """Whether re-running the job would do nothing: its ``summary.json`` says it was disqualified,
+    or that it passed with at least ``iterations`` iterations done (a job asked for more iterations
+    than it ran extends in place). ``iterations=None``: any summary counts as finished."""
+    try:
+        summary = json.loads((Path(root) / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    if iterations is None or summary.get("gate_outcome") != "passed":
+        return True
+    return int(summary.get("iterations_completed") or 0) >= iterations
 
 
 def write_state(root: Path, state: str, **fields: Any) -> dict:

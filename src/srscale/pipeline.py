@@ -57,7 +57,8 @@ log = logging.getLogger(__name__)
 
 # Keys that do not change what a job computes; they are left out of job.json's fingerprint (and the
 # job directory's name), so a job can move stores, caches or grow its iteration count in place.
-UNFINGERPRINTED = ("tracking", "cache_dir", "output_dir", "run_name", "self_reward.iterations")
+UNFINGERPRINTED = ("tracking", "cache_dir", "output_dir", "run_name", "self_reward.iterations",
+                   "generation.torch_threads", "model.resources")
 
 
 # ----------------------------------------------------------------------------- job identity (pure)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from srscale.config import DPOConfig, LoraConfig, ModelConfig, SFTConfig, TinyArchConfig
+from srscale.config import DPOConfig, LoraConfig, ModelConfig, ResourcesConfig, SFTConfig, TinyArchConfig
 from srscale.seed_data import read_jsonl, write_json
 from srscale.training import TrainResult
 
@@ -61,6 +61,8 @@ class TrainSpec:
         model = dict(raw["model"])
         if model.get("tiny") is not None:
             model["tiny"] = TinyArchConfig(**model["tiny"])
+        if isinstance(model.get("resources"), dict):
+            model["resources"] = ResourcesConfig(**model["resources"])
         settings_cls = SFTConfig if raw["kind"] == "sft" else DPOConfig
         return cls(**{**raw, "model": ModelConfig(**model), "lora": LoraConfig(**raw["lora"]),
                       "settings": settings_cls(**raw["settings"])})

@@ -86,12 +86,15 @@ def test_engine_args_follow_the_job() -> None:
     full = engine_args("/m", dtype="float32", seed=3, max_model_len=640)
     assert full["model"] == "/m" and full["skip_tokenizer_init"] and full["generation_config"] == "vllm"
     assert full["max_model_len"] == 640 and full["seed"] == 3 and full["dtype"] == "float32"
-    assert "enable_lora" not in full and full["enforce_eager"] is True and "enable_sleep_mode" not in full
+    assert "enable_lora" not in full and "enforce_eager" not in full and "enable_sleep_mode" not in full
+    # CPU: whole prompts per scheduler step (seeded sampling crashes on split prefills in vLLM 0.32)
+    assert full["enable_chunked_prefill"] is False and full["max_num_batched_tokens"] == 4096
+    assert engine_args("/m", max_model_len=8192)["max_num_batched_tokens"] == 8192
     lora = engine_args("/m", lora_rank=12, cuda=True, gpu_memory_utilization=0.5)
     assert lora["enable_lora"] and lora["max_lora_rank"] == 16 and lora["max_loras"] == 1
-    assert lora["enable_sleep_mode"] and lora["gpu_memory_utilization"] == 0.5 and lora["enforce_eager"] is False
-    assert "max_model_len" not in lora
-    assert engine_args("/m", enforce_eager=False)["enforce_eager"] is False
+    assert lora["enable_sleep_mode"] and lora["gpu_memory_utilization"] == 0.5
+    assert "max_model_len" not in lora and "enable_chunked_prefill" not in lora
+    assert engine_args("/m", enforce_eager=True)["enforce_eager"] is True
     assert engine_args("/m", quantization="bitsandbytes")["quantization"] == "bitsandbytes"
 
 
@@ -105,6 +108,14 @@ def test_worker_env_has_its_own_python_paths_and_bound_threads() -> None:
     every = worker_env(base, cpus=[3, 1, 2], in_process=False)
     assert every["VLLM_CPU_OMP_THREADS_BIND"] == "1,2,3" and "VLLM_ENABLE_V1_MULTIPROCESSING" not in every
     assert base["PYTHONPATH"] == "/work/src"  # the caller's environment is left alone
+
+
+def test_model_positions_read_from_config(tmp_path: Path) -> None:
+    from srscale.vllm_sampler import model_positions
+
+    assert model_positions(tmp_path) is None
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 2048}))
+    assert model_positions(tmp_path) == 2048
 
 
 def test_generation_defaults_pass_only_a_real_repetition_penalty(tmp_path: Path) -> None:
@@ -292,7 +303,8 @@ def engine(built: Path, tok, tmp_path_factory):
         pytest.skip(f"vLLM venv not found at {VLLM_PYTHON}: run scripts/setup_vllm.sh")
     from srscale.vllm_sampler import VLLMEngine
 
-    eng = VLLMEngine(built, tok, lora_rank=8, python=VLLM_PYTHON, dtype="float32", max_model_len=256,
+    # Eager: no torch.compile at start-up (20 to 50 s here); the tests check outputs, not speed.
+    eng = VLLMEngine(built, tok, lora_rank=8, python=VLLM_PYTHON, dtype="float32", max_model_len=256, enforce_eager=True,
                      chunk_sequences=4, cpu_kv_cache_gib=1, log_path=tmp_path_factory.mktemp("log") / "vllm.log")
     yield eng
     eng.close()
@@ -375,6 +387,20 @@ def test_samples_are_seeded_per_text_and_do_not_depend_on_chunks(engine, tok) ->
 
 @needs_vllm
 @pytest.mark.slow
+def test_seeded_samples_of_more_prompt_tokens_than_one_scheduler_step(engine, tok) -> None:
+    # 48 prompts of ~120 tokens: more than a step's 4,096, so vLLM must spread them over steps
+    # (a split prefill of a seeded request crashed vLLM 0.32's CPU sampler).
+    texts = _texts(tok, [f"Item {i}: " + "repeat the numbers one two three four five six. " * 8 for i in range(48)])
+    assert sum(len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]) > 4096
+    params = SamplingParams(4, 0.8, 0.95, n=2)
+    sampler = engine.sampler(None)
+    first = sampler.generate(texts, params, seed=5)
+    assert len(first) == 48 and all(len(r) == 2 for r in first)
+    assert _view(sampler.generate(texts, params, seed=5)) == _view(first)
+
+
+@needs_vllm
+@pytest.mark.slow
 def test_a_stop_request_lands_within_one_chunk(engine, tok, monkeypatch) -> None:
     sampler, texts = engine.sampler(None), _texts(tok) * 2
     sent: list[int] = []
@@ -444,7 +470,7 @@ def test_a_model_vllm_cannot_load_is_one_line(tmp_path: Path, tok) -> None:
     from srscale.vllm_sampler import VLLMEngine
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
-    with VLLMEngine(tmp_path, tok, python=VLLM_PYTHON, log_path=tmp_path / "w.log") as eng:
+    with VLLMEngine(tmp_path, tok, python=VLLM_PYTHON, log_path=tmp_path / "w.log", enforce_eager=True) as eng:
         with pytest.raises(SrscaleError, match=r"vLLM cannot load the model at .*generation.backend=hf") as err:
             eng.sampler(None)
     assert "\n" not in str(err.value)

@@ -345,7 +345,8 @@ class GenerationConfig:
     vllm_gpu_memory_utilization: float = 0.85
     vllm_max_model_len: int | None = None  # None: model.max_length plus the largest generation budget
     torch_threads: int | None = None  # None: the cores this process may use (divided among parallel jobs)
-    # vLLM only. enforce_eager None: eager on the CPU (no compile at start-up), CUDA graphs on a GPU.
+    # vLLM only. enforce_eager None: vLLM's default (torch.compile; CUDA graphs on a GPU), true: eager
+    # (a start-up shorter by 20-50 s on the CPU, about 25% fewer tokens/s).
     vllm_enforce_eager: bool | None = None
     # What the engine does before a training stage: auto = sleep on CUDA, keep on the CPU | sleep | restart | keep
     vllm_release: str = "auto"

@@ -72,15 +72,15 @@ def train_one_step(model_path: str, work: Path, *, four_bit: bool, device: str =
     adapter = out / "model"
     weights = load_file(str(adapter / "adapter_model.safetensors"))
     moved = max((float(w.float().abs().max()) for n, w in weights.items() if "lora_B" in n), default=0.0)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if gpu else float("nan")
+    peak = f", peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if gpu else " (float32 on the CPU)"
     if result.steps < 1:
         return False, f"no optimizer step was taken ({result.steps})", None
     if not losses:
         return False, "no finite loss was logged (NaN or inf?)", None
     if moved == 0.0:
         return False, "the adapter's lora_B weights are still zero after a step", None
-    return True, (f"1 step in {time.perf_counter() - t:.1f} s, loss {losses[0]:.3f}, max |lora_B| {moved:.2e}, "
-                  f"peak {peak:.0f} MiB"), adapter
+    return True, (f"1 step in {time.perf_counter() - t:.1f} s, loss {losses[0]:.3f}, max |lora_B| {moved:.2e}"
+                  f"{peak}"), adapter
 
 
 def vllm_generate(model_path: str, adapter: Path, work: Path, gpu: bool = True) -> tuple[bool, str]:

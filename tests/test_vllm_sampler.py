@@ -476,5 +476,19 @@ def test_a_model_vllm_cannot_load_is_one_line(tmp_path: Path, tok) -> None:
     assert "\n" not in str(err.value)
 
 
-def test_setup_script_is_valid_bash() -> None:
-    subprocess.run(["bash", "-n", str(REPO / "scripts" / "setup_vllm.sh")], check=True)
+def test_scripts_are_valid_bash() -> None:
+    for script in ("setup_vllm.sh", "gpu_check.sh"):
+        subprocess.run(["bash", "-n", str(REPO / "scripts" / script)], check=True)
+
+
+def test_gpu_check_skips_every_check_without_cuda() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible: scripts/gpu_check.sh runs its checks for real there")
+    run = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
+                         env={**os.environ, "PYTHON": sys.executable}, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["SKIP bf16 LoRA", "SKIP 4-bit QLoRA", "SKIP vLLM + LoRA adapter"]
+    assert all("no CUDA device" in ln for ln in lines)

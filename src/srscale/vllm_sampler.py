@@ -453,9 +453,10 @@ class VLLMEngine:
         return self._lora(str(source)) if adapter else None
 
     # --------------------------------------------------------------- the Engine protocol
-    def sampler(self, source: str | Path | None = None) -> VLLMSampler:
+    def sampler(self, source: str | Path | None = None, chunk_sequences: int | None = None) -> VLLMSampler:
+        """A sampler over ``source``; ``chunk_sequences`` overrides the engine's request size for it."""
         self.serve(source)
-        return VLLMSampler(self, source)
+        return VLLMSampler(self, source, chunk_sequences)
 
     def release(self) -> None:
         """Free accelerator memory before a training stage (see :func:`resolve_release`)."""
@@ -503,8 +504,9 @@ class VLLMSampler:
 
     backend = "vllm"
 
-    def __init__(self, engine: VLLMEngine, source: str | Path | None):
+    def __init__(self, engine: VLLMEngine, source: str | Path | None, chunk_sequences: int | None = None):
         self.engine, self.source = engine, source
+        self.chunk_sequences = chunk_sequences or engine.chunk_sequences
         self.tokenizer = engine.tokenizer
         self.version = engine.version
 
@@ -524,7 +526,7 @@ class VLLMSampler:
         ids, cut = encode_prompts(tok, texts, max_input_tokens, fit)
         stops = stop_token_ids(tok)
         vparams = vllm_sampling_params(params, stops, engine._defaults)
-        chunk = None if on_result is None else texts_per_chunk(engine.chunk_sequences, params.n)
+        chunk = None if on_result is None else texts_per_chunk(self.chunk_sequences, params.n)
         delivery = InOrderDelivery(len(texts), on_result)
         bar = tqdm(total=len(texts) * params.n, desc=desc, leave=False)
         try:

@@ -27,7 +27,6 @@ from srscale.vllm_sampler import (
     default_max_model_len,
     encode_prompts,
     engine_args,
-    generation_defaults,
     lora_rank_slot,
     resolve_release,
     resolve_vllm_python,
@@ -118,20 +117,9 @@ def test_model_positions_read_from_config(tmp_path: Path) -> None:
     assert model_positions(tmp_path) == 2048
 
 
-def test_generation_defaults_pass_only_a_real_repetition_penalty(tmp_path: Path) -> None:
-    assert generation_defaults(None) == {} and generation_defaults(tmp_path) == {}
-    (tmp_path / "generation_config.json").write_text(json.dumps({"repetition_penalty": 1.1, "top_k": 20}))
-    assert generation_defaults(tmp_path) == {"repetition_penalty": 1.1}
-    (tmp_path / "generation_config.json").write_text(json.dumps({"repetition_penalty": 1.0}))
-    assert generation_defaults(tmp_path) == {}
-    (tmp_path / "generation_config.json").write_text("{not json")
-    assert generation_defaults(tmp_path) == {}
-
-
 def test_sampling_params_map_to_vllm() -> None:
-    sampled = vllm_sampling_params(SamplingParams(40, 0.7, 0.9, n=4), [2, 5], {"repetition_penalty": 1.1})
-    assert sampled == {"n": 4, "max_tokens": 40, "stop_token_ids": [2, 5], "temperature": 0.7, "top_p": 0.9,
-                       "repetition_penalty": 1.1}
+    sampled = vllm_sampling_params(SamplingParams(40, 0.7, 0.9, n=4), [2, 5])
+    assert sampled == {"n": 4, "max_tokens": 40, "stop_token_ids": [2, 5], "temperature": 0.7, "top_p": 0.9}
     greedy = vllm_sampling_params(SamplingParams(8, 0.0, 0.5, n=3), [2])
     assert greedy == {"n": 1, "max_tokens": 8, "stop_token_ids": [2], "temperature": 0.0, "top_p": 1.0}
 

@@ -96,8 +96,7 @@ def engine_args(model: str, *, dtype: str = "auto", seed: int = 0, max_model_len
     """Keyword arguments of ``vllm.LLM`` for a job's engine (what the worker's ``start`` receives).
 
     No tokenizer is loaded (token ids cross the boundary), and the model's ``generation_config.json``
-    is not applied behind srscale's back (:func:`generation_defaults` passes the one value HF's
-    ``generate`` would take from it). ``enforce_eager=None`` keeps vLLM's default (torch.compile,
+    is not applied: :class:`SamplingParams` alone defines sampling, as in the HF backend. ``enforce_eager=None`` keeps vLLM's default (torch.compile,
     and CUDA graphs on a GPU: measured on the CPU, about 25% more tokens/s than eager for a start-up
     longer by 20 to 50 s). Sleep mode is enabled on CUDA, where it exists. On the CPU
     ``max_model_len`` should be given (chunked prefill is off there, so one scheduler step must hold
@@ -144,20 +143,6 @@ def worker_env(base: dict, *, threads: int | None = None, cpus: Sequence[int] | 
     return env
 
 
-def generation_defaults(model_dir: str | Path | None) -> dict:
-    """Sampling settings HF's ``generate`` takes from the model's ``generation_config.json`` that
-    srscale does not set itself: ``repetition_penalty`` (when not 1)."""
-    path = Path(model_dir) / "generation_config.json" if model_dir else None
-    if path is None or not path.is_file():
-        return {}
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    penalty = cfg.get("repetition_penalty")
-    return {"repetition_penalty": float(penalty)} if penalty not in (None, 1, 1.0) else {}
-
-
 def model_positions(model_dir: str | Path) -> int | None:
     """``max_position_embeddings`` of a saved model's ``config.json`` (None when absent)."""
     path = Path(model_dir) / "config.json"
@@ -168,13 +153,13 @@ def model_positions(model_dir: str | Path) -> int | None:
     return int(value) if isinstance(value, int) and value > 0 else None
 
 
-def vllm_sampling_params(params: SamplingParams, stops: Sequence[int], defaults: dict | None = None) -> dict:
+def vllm_sampling_params(params: SamplingParams, stops: Sequence[int]) -> dict:
     """``vllm.SamplingParams`` keywords for srscale's params (seed and detokenize are added per request).
 
     Greedy asks for one sample (vLLM refuses n > 1 when greedy); the caller repeats it ``n`` times."""
     out = {"n": 1 if params.greedy else params.n, "max_tokens": params.max_new_tokens,
            "stop_token_ids": list(stops), "temperature": 0.0 if params.greedy else params.temperature,
-           "top_p": 1.0 if params.greedy else params.top_p, **(defaults or {})}
+           "top_p": 1.0 if params.greedy else params.top_p}
     return out
 
 
@@ -364,7 +349,6 @@ class VLLMEngine:
                       "gpu_memory_utilization": gpu_memory_utilization, "enforce_eager": enforce_eager,
                       "trust_remote_code": trust_remote_code, "revision": revision, "quantization": quantization}
         self._env = {"threads": threads, "cpu_kv_cache_gib": cpu_kv_cache_gib, "in_process": in_process}
-        self._defaults = generation_defaults(self.base_path)
         self._proc: WorkerProcess | None = None
         self._started = False
         self._asleep = 0  # sleep level, 0 = awake
@@ -525,7 +509,7 @@ class VLLMSampler:
                                f"engine's context of {engine.max_model_len} tokens; raise generation.vllm_max_model_len")
         ids, cut = encode_prompts(tok, texts, max_input_tokens, fit)
         stops = stop_token_ids(tok)
-        vparams = vllm_sampling_params(params, stops, engine._defaults)
+        vparams = vllm_sampling_params(params, stops)
         chunk = None if on_result is None else texts_per_chunk(self.chunk_sequences, params.n)
         delivery = InOrderDelivery(len(texts), on_result)
         bar = tqdm(total=len(texts) * params.n, desc=desc, leave=False)

@@ -480,3 +480,29 @@ def test_gpu_check_skips_every_check_without_cuda() -> None:
     lines = run.stdout.splitlines()
     assert [ln.split(":")[0] for ln in lines] == ["SKIP bf16 LoRA", "SKIP 4-bit QLoRA", "SKIP vLLM + LoRA adapter"]
     assert all("no CUDA device" in ln for ln in lines)
+
+
+def test_the_jobs_engine_follows_its_config(tmp_path: Path) -> None:
+    from srscale.config import Config, GenerationConfig, JudgeConfig, LoraConfig, ModelConfig
+    from srscale.vllm_sampler import vllm_engine
+
+    python = _executable(tmp_path / "venv" / "python")
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text(json.dumps({"max_position_embeddings": 700}))
+    cfg = Config(model=ModelConfig(name="m", source="hub", hub_id="x", dtype="float32", max_length=512),
+                 judge=JudgeConfig(name="j", template="{prompt} {response}", max_new_tokens=96),
+                 lora=LoraConfig(r=12), generation=GenerationConfig(backend="vllm", vllm_python=str(python),
+                                                                    vllm_release="restart", torch_threads=1))
+    engine = vllm_engine(cfg, tmp_path / "base", tokenizer=None, job_dir=tmp_path / "job")  # starts nothing yet
+    assert engine.python == python and engine.lora_rank == 12 and engine.release_mode == "restart"
+    assert engine.log_path == tmp_path / "job" / "vllm_worker.log" and engine._proc is None
+    assert engine._args["max_model_len"] == 700  # 512 + the largest budget (256), capped at the positions
+    assert engine._args["dtype"] == "float32" and engine._args["seed"] == cfg.seed
+    assert engine._env["threads"] == 1 and engine._args["quantization"] is None
+    cfg.lora = LoraConfig(enabled=False)
+    cfg.generation = GenerationConfig(backend="vllm", vllm_python=str(python), vllm_max_model_len=300)
+    full = vllm_engine(cfg, tmp_path / "base", tokenizer=None)
+    assert full.lora_rank is None and full._args["max_model_len"] == 300
+    cfg.generation = GenerationConfig(backend="vllm", vllm_python=str(tmp_path / "nope"))
+    with pytest.raises(SrscaleError, match="setup_vllm.sh"):
+        vllm_engine(cfg, tmp_path / "base", tokenizer=None)

@@ -496,13 +496,20 @@ def test_the_jobs_engine_follows_its_config(tmp_path: Path) -> None:
     engine = vllm_engine(cfg, tmp_path / "base", tokenizer=None, job_dir=tmp_path / "job")  # starts nothing yet
     assert engine.python == python and engine.lora_rank == 12 and engine.release_mode == "restart"
     assert engine.log_path == tmp_path / "job" / "vllm_worker.log" and engine._proc is None
-    assert engine._args["max_model_len"] == 700  # 512 + the largest budget (256), capped at the positions
+    assert engine._args["max_model_len"] == 700  # 512 + the largest budget (512), capped at the positions
     assert engine._args["dtype"] == "float32" and engine._args["seed"] == cfg.seed
     assert engine._env["threads"] == 1 and engine._args["quantization"] is None
     cfg.lora = LoraConfig(enabled=False)
     cfg.generation = GenerationConfig(backend="vllm", vllm_python=str(python), vllm_max_model_len=300)
     full = vllm_engine(cfg, tmp_path / "base", tokenizer=None)
     assert full.lora_rank is None and full._args["max_model_len"] == 300
+    from types import SimpleNamespace
+
+    from srscale.vllm_sampler import VLLMEngine
+
+    models = SimpleNamespace(base_path=str(tmp_path / "base"), tokenizer=lambda: "the tokenizer")
+    via_cache = VLLMEngine.from_config(cfg, models, job_dir=tmp_path / "job")  # what engines.make_engine calls
+    assert via_cache.tokenizer == "the tokenizer" and via_cache.base_path == str(tmp_path / "base")
     cfg.generation = GenerationConfig(backend="vllm", vllm_python=str(tmp_path / "nope"))
     with pytest.raises(SrscaleError, match="setup_vllm.sh"):
         vllm_engine(cfg, tmp_path / "base", tokenizer=None)

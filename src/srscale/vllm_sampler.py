@@ -357,6 +357,12 @@ class VLLMEngine:
         self.max_model_len: int | None = None
         self.timings: list[dict] = []
 
+    @classmethod
+    def from_config(cls, cfg, models, job_dir: str | Path | None = None) -> VLLMEngine:
+        """The job's engine from its config and its :class:`srscale.engines.ModelCache` (base path,
+        tokenizer); see :func:`vllm_engine`. Pass ``job_dir`` to keep the worker's log in the job."""
+        return vllm_engine(cfg, models.base_path, models.tokenizer(), job_dir)
+
     # --------------------------------------------------------------- process and engine state
     def _process(self) -> WorkerProcess:
         if self._proc is None or not self._proc.alive:
@@ -508,6 +514,10 @@ class VLLMSampler:
             raise SrscaleError(f"max_new_tokens={params.max_new_tokens} leaves no room for the prompt in the vLLM "
                                f"engine's context of {engine.max_model_len} tokens; raise generation.vllm_max_model_len")
         ids, cut = encode_prompts(tok, texts, max_input_tokens, fit)
+        if fit is not None and (max_input_tokens is None or fit < max_input_tokens) and any(cut):
+            log.warning("%s: %d of %d inputs cut on the left to %d tokens to fit the vLLM engine's context of %d "
+                        "with max_new_tokens=%d (raise generation.vllm_max_model_len to keep more)", desc,
+                        sum(cut), len(cut), fit, engine.max_model_len, params.max_new_tokens)
         stops = stop_token_ids(tok)
         vparams = vllm_sampling_params(params, stops)
         chunk = None if on_result is None else texts_per_chunk(self.chunk_sequences, params.n)
@@ -538,7 +548,8 @@ def vllm_engine(cfg, base_path: str | Path, tokenizer, job_dir: str | Path | Non
     gen, model = cfg.generation, cfg.model
     python = resolve_vllm_python(gen.vllm_python, checkout=checkout_root())
     budgets = [cfg.judge.max_new_tokens, cfg.self_reward.max_new_tokens, cfg.self_reward.instruct_max_new_tokens,
-               cfg.eval.head_to_head.max_new_tokens, cfg.eval.mtbench.max_new_tokens]
+               cfg.eval.head_to_head.max_new_tokens, cfg.eval.mtbench.max_new_tokens,
+               cfg.eval.mtbench.judge_max_tokens]  # the local judge (M1) answers through this engine too
     positions = model_positions(base_path)
     return VLLMEngine(
         base_path, tokenizer, lora_rank=cfg.lora.r if cfg.lora.enabled else None, python=python,

@@ -117,6 +117,18 @@ def test_model_positions_read_from_config(tmp_path: Path) -> None:
     assert model_positions(tmp_path) == 2048
 
 
+def test_head_sizes_the_cpu_build_cannot_run_are_named(tmp_path: Path) -> None:
+    from srscale.vllm_sampler import cpu_head_size_problem
+
+    assert cpu_head_size_problem(tmp_path) is None  # no config.json: let vLLM decide
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 4}))
+    assert "has 16" in cpu_head_size_problem(tmp_path) and "generation.backend=hf" in cpu_head_size_problem(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 128, "num_attention_heads": 4}))
+    assert cpu_head_size_problem(tmp_path) is None
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 4, "head_dim": 64}))
+    assert cpu_head_size_problem(tmp_path) is None
+
+
 def test_sampling_params_map_to_vllm() -> None:
     sampled = vllm_sampling_params(SamplingParams(40, 0.7, 0.9, n=4), [2, 5])
     assert sampled == {"n": 4, "max_tokens": 40, "stop_token_ids": [2, 5], "temperature": 0.7, "top_p": 0.9}

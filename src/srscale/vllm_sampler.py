@@ -153,6 +153,24 @@ def model_positions(model_dir: str | Path) -> int | None:
     return int(value) if isinstance(value, int) and value > 0 else None
 
 
+# vLLM 0.32's CPU attention (vllm/v1/attention/backends/cpu_attn.py, get_supported_head_sizes).
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+def cpu_head_size_problem(model_dir: str | Path) -> str | None:
+    """Why vLLM's CPU build cannot run the model saved at ``model_dir`` (None when it can, or when
+    its ``config.json`` does not say): its attention head size must be one of :data:`CPU_HEAD_SIZES`."""
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+        head = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return None
+    if head in CPU_HEAD_SIZES:
+        return None
+    return (f"vLLM's CPU build supports attention head sizes {', '.join(map(str, CPU_HEAD_SIZES))}; the model at "
+            f"{model_dir} has {head}; use generation.backend=hf for it (e.g. tiny_300k), or fewer, wider heads")
+
+
 def vllm_sampling_params(params: SamplingParams, stops: Sequence[int]) -> dict:
     """``vllm.SamplingParams`` keywords for srscale's params (seed and detokenize are added per request).
 
@@ -390,6 +408,9 @@ class VLLMEngine:
 
     def _start(self, weights: str) -> None:
         proc = self._process()
+        problem = None if self.cuda else cpu_head_size_problem(weights)
+        if problem:
+            raise SrscaleError(problem)
         args = engine_args(weights, cuda=self.cuda, **self._args)
         t = time.perf_counter()
         reply = proc.call("start", args=args)

@@ -91,10 +91,10 @@ class HFEngine:
         self.models.drop()
 
 
-def make_engine(cfg: Config, models: ModelCache):
-    """The engine ``cfg.generation.backend`` names."""
+def make_engine(cfg: Config, models: ModelCache, job_dir: Path | None = None):
+    """The engine ``cfg.generation.backend`` names (vLLM keeps its worker's log in ``job_dir``)."""
     if cfg.generation.backend == "vllm":
         from srscale.vllm_sampler import VLLMEngine
 
-        return VLLMEngine.from_config(cfg, models)
+        return VLLMEngine.from_config(cfg, models, job_dir=job_dir)
     return HFEngine(models, cfg.self_reward.batch_size)

@@ -253,10 +253,11 @@ def _run(job: Job, overrides: str, protocol: str | None, choices: dict[str, str]
     models = ModelCache(cfg, base_path, device)
     check_judge_budget(cfg, models.tokenizer())
     n_params = count_base_parameters(cfg.model, base_path)
-    engine = make_engine(cfg, models)
+    engine = make_engine(cfg, models, job.root)
     tracker.set_tags({**environment_tags(cfg.model.hub_id or cfg.model.name, n_params, overrides),
-                      "device": device_tag(device), "generation_backend": engine.backend,
-                      "generation_version": engine.version})
+                      "device": device_tag(device), "generation_backend": engine.backend})
+    if tracker.get_tag("generation_version") is None and tracker.run_id is not None:
+        tracker.set_tags({"generation_version": engine.version})  # vLLM: asks its worker, so only once
     ctx = Ctx(job, data, models, engine, n_params)
     ctx.summary = {"model": cfg.model.name, "params": n_params, "iterations_completed": 0,
                    "iterations_requested": t_requested}

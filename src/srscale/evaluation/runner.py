@@ -182,8 +182,12 @@ def _plan(ctx, source: Path | None, out: Path, stage: str, tokens: TokenCount) -
 
             ctx.engine.release()  # lm-eval runs on the transformers model object itself
             loaded = ctx.models.load(source)
-            return {f"lm_eval/{k}": v for k, v in run_lm_eval(loaded.model, loaded.tokenizer, cfg.eval.lm_eval,
-                                                               out).items()}
+            try:
+                return {f"lm_eval/{k}": v for k, v in run_lm_eval(loaded.model, loaded.tokenizer, cfg.eval.lm_eval,
+                                                                   out).items()}
+            finally:
+                if ctx.engine.backend != "hf":  # the HF copy must not share the GPU with the woken engine
+                    ctx.models.drop()
         plan.append(("lm_eval", lm))
     if cfg.eval.mtbench.enabled:
         def mt():

@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-CONF_DIR = PACKAGE_DIR / "conf"
-SWEEPS_DIR = PACKAGE_DIR / "sweeps"
+# Resolved: in a checkout these are the top-level folders themselves (what messages and Hydra show).
+CONF_DIR = (PACKAGE_DIR / "conf").resolve()
+SWEEPS_DIR = (PACKAGE_DIR / "sweeps").resolve()
 ACCELERATE_DIR = CONF_DIR / "accelerate"
 
 

@@ -137,6 +137,7 @@ def _eval(judge: str = "openai", mtbench: bool = True, h2h: bool = False, **mt) 
     (_eval(), {"OPENAI_API_KEY": "sk-x"}, None),
     (_eval(mtbench=False, h2h=True), {}, "OPENAI_API_KEY is not set"),  # head-to-head uses the same judge
     (_eval(mtbench=False), {}, None),  # no remote judge is used
+    (replace(_eval(), stages=[]), {}, None),  # no stage is evaluated
     (_eval(judge="local"), {}, None),
     (_eval(judge="endpoint"), {}, "needs eval.mtbench.base_url"),
     (_eval(judge="endpoint", base_url="http://h:1/v1"), {}, None),  # the key is optional off OpenAI
@@ -383,6 +384,18 @@ def test_good_data_files_pass(tmp_path: Path, shared_data: Path) -> None:
     for path in (lines, shared_data / "alpaca" / "alpaca_data.first200.json",
                  shared_data / "hh_rlhf" / "harmless-base" / "test.jsonl.gz"):
         check_files(DataConfig(source="jsonl", data_files=[str(path)]))
+
+
+def test_data_check_is_remembered_until_the_file_changes(tmp_path: Path) -> None:
+    from srscale.preflight import data_files_problem
+
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": \n')
+    cfg = _cfg(data=DataConfig(source="jsonl", data_files=[str(path)]))
+    assert "d.jsonl line 1: not valid JSON" in data_files_problem(cfg)
+    path.write_text('{"prompt": "a", "response": "b"}\n')
+    assert data_files_problem(cfg) is None
+    assert data_files_problem(_cfg()) is None  # the bundled suite reads no file
 
 
 def test_corrupt_line_found_when_loading_too(tmp_path: Path) -> None:

@@ -97,7 +97,7 @@ def judge_server(ev: EvalConfig, env: Mapping[str, str]) -> JudgeServer | None:
     from srscale.evaluation.judges import OPENAI_BASE_URL, _is_official_openai
 
     mt = ev.mtbench
-    if not (mt.enabled or ev.head_to_head.enabled) or mt.judge not in ("openai", "endpoint"):
+    if not ev.stages or not (mt.enabled or ev.head_to_head.enabled) or mt.judge not in ("openai", "endpoint"):
         return None
     base = (mt.base_url or (OPENAI_BASE_URL if mt.judge == "openai" else "")).rstrip("/")
     return JudgeServer(base, mt.api_key_env, env.get(mt.api_key_env) or None, bool(base) and _is_official_openai(base))
@@ -276,16 +276,44 @@ def _plugin_schemes() -> frozenset[str]:
 
 # ------------------------------------------------------------------------------------- data
 def data_files_problem(cfg: Config) -> str | None:
-    """Seed data files that are missing, empty or not valid JSON (see :func:`srscale.data_sources.check_files`)."""
+    """Seed data files that are missing, empty or not valid JSON (see :func:`srscale.data_sources.check_files`).
+
+    Each JSON file is read once per process while it is unchanged (the same job is checked twice).
+    """
     if cfg.data.source == "suite" or not cfg.data.data_files:
         return None
-    from srscale.data_sources import check_files
+    return _data_problem(cfg.data, _stamp(cfg.data.data_files))
 
-    try:
-        check_files(cfg.data)
-    except SrscaleError as exc:
-        return str(exc)
-    return None
+
+def _stamp(paths) -> tuple:
+    """Size and modification time of every file ``paths`` names (globs expanded), to key the cache."""
+    import glob
+
+    out = []
+    for p in paths:
+        for path in sorted(glob.glob(os.path.expanduser(str(p)))) or [str(p)]:
+            try:
+                st = os.stat(path)
+                out.append((path, st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append((path, None, None))
+    return tuple(out)
+
+
+_data_checked: dict[tuple, str | None] = {}
+
+
+def _data_problem(data, stamp: tuple) -> str | None:
+    key = (data.source, tuple(data.data_files), stamp)
+    if key not in _data_checked:
+        from srscale.data_sources import check_files
+
+        try:
+            check_files(data)
+            _data_checked[key] = None
+        except SrscaleError as exc:
+            _data_checked[key] = str(exc)
+    return _data_checked[key]
 
 
 # ------------------------------------------------------------------------------------ probes

@@ -101,7 +101,8 @@ def env(tmp_path_factory) -> dict:
     cache = tmp_path_factory.mktemp("cache")
     base = {k: v for k, v in os.environ.items() if not _isolated(k)}
     # The CLI under test is this checkout's, whatever srscale is installed.
-    pythonpath = os.pathsep.join(filter(None, [str(REPO / "src"), base.get("PYTHONPATH")]))
+    entries = [p for p in base.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(REPO / "src")]
+    pythonpath = os.pathsep.join([str(REPO / "src"), *entries])
     return {**base, "PYTHONPATH": pythonpath, "HF_HOME": HF_HOME, "SRSCALE_CACHE": str(cache),
             "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": "", "CUDA_VISIBLE_DEVICES": ""}
 

@@ -25,8 +25,10 @@ def _exit_with(problem: str) -> None:
     sys.exit(2)
 
 
-def _job_problem(config: DictConfig, dir_key: str) -> str | None:
+def _job_problem(config: DictConfig, dir_keys: tuple[str, ...]) -> str | None:
     """The first problem of one composed job config (``hydra`` node included), or None.
+
+    ``dir_keys`` name the parts of the job directory (``hydra.run.dir``; a sweep's dir and subdir).
 
     Sets Hydra's global config while it checks (``${hydra:...}`` resolves through it; run_job sets it
     again itself) and puts it back. Errors other than a user error are left to the job itself.
@@ -42,7 +44,7 @@ def _job_problem(config: DictConfig, dir_key: str) -> str | None:
     try:
         job = copy.deepcopy(config)
         with read_write(job), open_dict(job):
-            output_dir = os.path.abspath(os.path.join(*(str(OmegaConf.select(job, k)) for k in dir_key.split("+"))))
+            output_dir = os.path.abspath(os.path.join(*(str(OmegaConf.select(job, k)) for k in dir_keys)))
             del job["hydra"]
             job["output_dir"] = output_dir  # what run_job makes hydra.runtime.output_dir
         check(to_typed(job))
@@ -78,7 +80,7 @@ def _sweep_problems(config: DictConfig) -> dict[str, list[str]]:
         job = loader.load_sweep_config(config, list(job_overrides))
         with open_dict(job):
             job.hydra.job.id = job.hydra.job.num = idx
-        problem = _job_problem(job, "hydra.sweep.dir+hydra.sweep.subdir")
+        problem = _job_problem(job, ("hydra.sweep.dir", "hydra.sweep.subdir"))
         if problem:
             problems.setdefault(problem, []).append(" ".join(job_overrides) or "(defaults)")
     return problems
@@ -91,7 +93,7 @@ class Preflight(Callback):
     one line naming the jobs that have it. Each job checks itself again as it starts."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        problem = _job_problem(config, "hydra.run.dir")
+        problem = _job_problem(config, ("hydra.run.dir",))
         if problem:
             _exit_with(problem)
 

@@ -1,15 +1,59 @@
-"""Shared fixtures. The public data files live beside the checkout in ../shared/data (CI has them)."""
+"""Shared fixtures. The public data files live beside the checkout in ../shared/data (CI has them).
+
+Tests do not depend on the caller's environment: the variables that change what srscale and its
+libraries do (offline switches, caches, the MLflow store, API keys) are removed when this file is
+imported, before any test module imports ``datasets``, ``huggingface_hub`` or ``mlflow`` (they read
+them once, at import), and again around every test; ``HF_HOME`` points at a fresh folder for the
+session. CLI jobs started through :func:`run_cli` get the :func:`env` fixture's deliberate settings:
+this checkout's ``src`` first on ``PYTHONPATH``, offline, a session cache for built models, MLflow's
+default store in the test's directory, and no GPU (``gpu_env`` keeps the GPUs the caller made
+visible, for tests marked ``gpu``).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+ISOLATED = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "HF_HUB_CACHE",
+            "HUGGINGFACE_HUB_CACHE", "HF_DATASETS_CACHE", "TRANSFORMERS_CACHE", "HF_ENDPOINT", "HF_TOKEN",
+            "HUGGING_FACE_HUB_TOKEN", "SRSCALE_CACHE", "OPENAI_API_KEY")
+ISOLATED_PREFIXES = ("MLFLOW_",)
+CALLER_ENV = dict(os.environ)  # before isolation: gpu_env reads the caller's CUDA_VISIBLE_DEVICES
+
+
+def _isolated(name: str) -> bool:
+    return name in ISOLATED or name.startswith(ISOLATED_PREFIXES)
+
+
+for _name in [n for n in os.environ if _isolated(n)]:
+    del os.environ[_name]
+# Subprocesses run in other directories: a relative PYTHONPATH entry (PYTHONPATH=src) must still work.
+if os.environ.get("PYTHONPATH"):
+    os.environ["PYTHONPATH"] = os.pathsep.join(str(Path(p).absolute()) if p else p
+                                               for p in os.environ["PYTHONPATH"].split(os.pathsep))
+HF_HOME = tempfile.mkdtemp(prefix="srscale-tests-hf-")
+os.environ["HF_HOME"] = HF_HOME
+
+
+def pytest_unconfigure(config) -> None:
+    shutil.rmtree(HF_HOME, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch) -> None:
+    """Every test starts without the isolated variables (a test may set its own with monkeypatch)."""
+    for name in [n for n in os.environ if _isolated(n)]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HF_HOME", HF_HOME)
 
 
 def shared_data_dir() -> Path:
@@ -52,8 +96,24 @@ def merged(*override_lists: list[str]) -> list[str]:
 
 @pytest.fixture(scope="session")
 def env(tmp_path_factory) -> dict:
+    """The environment of a CLI job in a test: the isolated one, offline, with a session cache of
+    built models, MLflow's default store (in the job's working directory) and the CPU only."""
     cache = tmp_path_factory.mktemp("cache")
-    return {**os.environ, "SRSCALE_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": ""}
+    base = {k: v for k, v in os.environ.items() if not _isolated(k)}
+    # The CLI under test is this checkout's, whatever srscale is installed.
+    entries = [p for p in base.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(REPO / "src")]
+    pythonpath = os.pathsep.join([str(REPO / "src"), *entries])
+    return {**base, "PYTHONPATH": pythonpath, "HF_HOME": HF_HOME, "SRSCALE_CACHE": str(cache),
+            "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": "", "CUDA_VISIBLE_DEVICES": ""}
+
+
+@pytest.fixture(scope="session")
+def gpu_env(env) -> dict:
+    """:func:`env` with the GPUs the caller made visible (for tests marked ``gpu``)."""
+    out = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}
+    if "CUDA_VISIBLE_DEVICES" in CALLER_ENV:
+        out["CUDA_VISIBLE_DEVICES"] = CALLER_ENV["CUDA_VISIBLE_DEVICES"]
+    return out
 
 
 def run_cli(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from srscale.__main__ import CONF_DIR, REPO_DIR, _jobdir
+from srscale.__main__ import CONF_DIR, _jobdir
 from srscale.config import Config, ConfigError, check_override, flatten, register_configs, to_typed
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in {"accelerate"})
@@ -19,8 +19,6 @@ def _setup() -> None:
     register_configs()
     if not OmegaConf.has_resolver("srscale_jobdir"):
         OmegaConf.register_new_resolver("srscale_jobdir", _jobdir)
-    if not OmegaConf.has_resolver("srscale_repo"):
-        OmegaConf.register_new_resolver("srscale_repo", lambda: str(REPO_DIR))
 
 
 def compose_cfg(overrides: list[str]) -> Config:

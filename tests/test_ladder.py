@@ -188,14 +188,12 @@ def compose_typed(*overrides: str):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from srscale.__main__ import REPO_DIR, _jobdir
+    from srscale.__main__ import _jobdir
     from srscale.config import register_configs, to_typed
 
     register_configs()
     if not OmegaConf.has_resolver("srscale_jobdir"):
         OmegaConf.register_new_resolver("srscale_jobdir", _jobdir)
-    if not OmegaConf.has_resolver("srscale_repo"):
-        OmegaConf.register_new_resolver("srscale_repo", lambda: str(REPO_DIR))
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*overrides, "output_dir=/tmp/srscale-test-ladder"])
     return to_typed(cfg)

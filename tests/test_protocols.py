@@ -100,16 +100,18 @@ def test_oasst_builds_eft_from_the_sft_models_own_judgments(tmp_path: Path, env:
 
 
 def test_a_failing_evaluation_keeps_the_others(tmp_path: Path, env: dict, shared_data: Path) -> None:
-    no_key = {k: v for k, v in env.items() if k != "OPENAI_API_KEY"}
+    # A missing judge key fails the job before it starts (tests/test_preflight.py); a file that is
+    # missing when the evaluation runs fails only that evaluation.
+    missing = tmp_path / "missing_questions.jsonl"
     args = [*SMALL, *NO_GATE, "self_reward.iterations=0", f"eval.data_root={shared_data}", "eval.max_items=3",
-            "eval.mtbench.enabled=true", "eval.mtbench.judge=openai", "eval.mtbench.max_questions=1",
-            "eval.mtbench.max_new_tokens=4", "tracking.log_models=false"]
-    out = run_cli(args, tmp_path, no_key)
+            "eval.mtbench.enabled=true", "eval.mtbench.judge=local", f"eval.mtbench.question_file={missing}",
+            "eval.mtbench.max_questions=1", "eval.mtbench.max_new_tokens=4", "tracking.log_models=false"]
+    out = run_cli(args, tmp_path, env)
     assert out.returncode == 0, out.stderr[-3000:]
     (jobdir,) = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir()]
     rec = json.loads((jobdir / "eval" / "sft" / "DONE.json").read_text())
-    assert list(rec["errors"]) == ["mtbench"] and "OPENAI_API_KEY" in rec["errors"]["mtbench"]
+    assert list(rec["errors"]) == ["mtbench"] and str(missing) in rec["errors"]["mtbench"]
     assert "\n" not in rec["errors"]["mtbench"]
     assert "rm/parse_rate" in rec["metrics"] and "task/accuracy" in rec["metrics"]
     (run,) = find_runs(store(tmp_path), "srscale")
-    assert "OPENAI_API_KEY" in run.data.tags["eval_error.mtbench.sft"]
+    assert str(missing) in run.data.tags["eval_error.mtbench.sft"]

@@ -174,6 +174,21 @@ class SuiteSizes:
 
 
 @dataclass
+class ColumnsConfig:
+    """``data=jsonl``: the file's column for each field srscale reads (null: the file has none).
+
+    ``prompt`` and ``response`` (or ``chosen``, with ``rejected`` for pairs) are needed; ``system`` is
+    prefixed to the prompt. All null: the file's own columns with these names.
+    """
+
+    prompt: str | None = None
+    response: str | None = None
+    chosen: str | None = None
+    rejected: str | None = None
+    system: str | None = None
+
+
+@dataclass
 class DataConfig:
     """Where seed data comes from. ``source=suite`` generates it; others load files or the hub."""
 
@@ -185,7 +200,7 @@ class DataConfig:
     hub_id: str | None = None
     split: str = "train"
     data_files: list[str] | None = None  # local files with the hub dataset's schema
-    columns: dict[str, str] = field(default_factory=dict)  # generic source: our name -> file column
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)  # data=jsonl: our name -> file column
     max_examples: int | None = None
     eval_fraction: float = 0.1
 
@@ -199,6 +214,13 @@ class DataConfig:
 
 
 # --------------------------------------------------------------------------------------- train
+# transformers' lr_scheduler_type values that run with only what srscale passes (no
+# lr_scheduler_kwargs, no evaluation during training); tests/test_preflight.py checks them against
+# transformers. "cosine" decays to the final rate training.py sets (SFT_MIN_LR_RATIO, DPO_MIN_LR_RATIO).
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt")
+
+
 @dataclass
 class SFTConfig:
     """Supervised fine-tuning on IFT+EFT. Paper: lr 5.5e-6 decaying to 1.1e-6, batch 16, dropout 0.1."""
@@ -217,6 +239,7 @@ class SFTConfig:
 
     def __post_init__(self) -> None:
         _positive("train.sft.learning_rate", self.learning_rate)
+        _choice("train.sft.lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
         _positive("train.sft.epochs", self.epochs)
         _positive("train.sft.batch_size", self.batch_size)
         _positive("train.sft.grad_accum", self.grad_accum)
@@ -242,6 +265,7 @@ class DPOConfig:
 
     def __post_init__(self) -> None:
         _positive("train.dpo.learning_rate", self.learning_rate)
+        _choice("train.dpo.lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
         _positive("train.dpo.beta", self.beta)
         _positive("train.dpo.epochs", self.epochs)
         _positive("train.dpo.batch_size", self.batch_size)

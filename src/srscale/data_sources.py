@@ -72,6 +72,7 @@ tens of seconds in retries.
 from __future__ import annotations
 
 import glob
+import json
 import math
 import os
 import random
@@ -80,14 +81,14 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from srscale.config import DataConfig
+from srscale.config import ColumnsConfig, DataConfig
 from srscale.errors import SrscaleError
-from srscale.seed_data import SeedData
+from srscale.seed_data import JsonlError, SeedData, open_text, read_jsonl
 
 HUB_IDS = {
     "orca_dpo_pairs": "Intel/orca_dpo_pairs",
@@ -106,7 +107,7 @@ EXPECTED_COLUMNS = {
     "jsonl": "the columns named in data.columns",
 }
 
-OUR_COLUMNS = ("prompt", "response", "chosen", "rejected", "system")
+OUR_COLUMNS = tuple(f.name for f in fields(ColumnsConfig))  # prompt, response, chosen, rejected, system
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
@@ -246,13 +247,21 @@ def _oasst_examples(rows: Iterable[dict], tree_format: bool) -> Iterator[Example
 
 
 # ----------------------------------------------------------------------------------- generic
-def _column_map(cfg: DataConfig, present: list[str], where: str) -> dict[str, str]:
-    unknown = sorted(set(cfg.columns) - set(OUR_COLUMNS))
+def _columns(columns: Any) -> dict[str, str]:
+    """``data.columns`` as ``{our name: file column}`` for the names that are set (a ColumnsConfig, or a
+    plain mapping from Python callers, whose keys are checked here as the schema checks the config's)."""
+    if is_dataclass(columns):
+        return {k: v for k, v in asdict(columns).items() if v}
+    unknown = sorted(set(columns or {}) - set(OUR_COLUMNS))
     if unknown:
         raise DataSourceError(
             f"data=jsonl: unknown key(s) {', '.join(unknown)} in data.columns; "
             f"allowed: {', '.join(OUR_COLUMNS)}")
-    mapping = dict(cfg.columns) or {c: c for c in OUR_COLUMNS if c in present}
+    return {k: v for k, v in (columns or {}).items() if v}
+
+
+def _column_map(cfg: DataConfig, present: list[str], where: str) -> dict[str, str]:
+    mapping = _columns(cfg.columns) or {c: c for c in OUR_COLUMNS if c in present}
     missing = [f"{ours}->{theirs}" for ours, theirs in mapping.items() if theirs not in present]
     if missing:
         raise DataSourceError(
@@ -283,13 +292,18 @@ def _generic_examples(rows: Iterable[dict], mapping: dict[str, str]) -> Iterator
 
 
 # ----------------------------------------------------------------------------------- loading
+def _data_suffix(path: str) -> str:
+    """The format suffix of a data file name, after any compression suffix (``a.jsonl.gz`` -> ``.jsonl``)."""
+    name = path.lower()
+    for comp in (".gz", ".bz2", ".xz", ".zst", ".zip"):
+        name = name.removesuffix(comp)
+    return Path(name).suffix
+
+
 def _builder(paths: list[str], source: str) -> str:
     kinds = set()
     for p in paths:
-        name = p.lower()
-        for comp in (".gz", ".bz2", ".xz", ".zst", ".zip"):
-            name = name.removesuffix(comp)
-        suffix = Path(name).suffix
+        suffix = _data_suffix(p)
         kind = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}.get(suffix)
         if kind is None:
             raise DataSourceError(f"data={source}: cannot read {p}: use .json, .jsonl, .parquet or .csv "
@@ -311,6 +325,79 @@ def _check_files(paths: list[str], source: str) -> list[str]:
             raise DataSourceError(f"data={source}: data file not found: {p}")
         out.append(p)
     return out
+
+
+def _expanded(paths: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        out += [Path(m) for m in sorted(glob.glob(p))] if glob.has_magic(p) else [Path(p)]
+    return out
+
+
+def _json_problem(path: Path) -> str | None:
+    """Why a ``.json``/``.jsonl`` data file cannot give rows, naming the line; None when it can.
+
+    JSON lines (one object per line) are read line by line; a ``.json`` file whose text starts with
+    ``[`` or ``{`` is one JSON document (a list of objects, or columns) as ``datasets`` reads it.
+    ``.zst`` and ``.zip`` files are left to ``datasets``.
+    """
+    if str(path).lower().endswith((".zst", ".zip")):
+        return None
+    try:
+        with open_text(path) as fh:
+            head = fh.read(4096).lstrip()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        return f"{path} cannot be read ({type(exc).__name__}: {exc})"
+    if not head:
+        return f"{path} is empty: expected one JSON object per line"
+    document = _data_suffix(str(path)) == ".json" and head[0] in "[{" and not _one_object_per_line(path)
+    if not document:
+        try:
+            read_jsonl(path, allow_empty=False)
+        except JsonlError as exc:
+            return str(exc)
+        return None
+    try:
+        with open_text(path) as fh:
+            obj = json.load(fh)
+    except json.JSONDecodeError as exc:
+        return f"{path} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
+    if isinstance(obj, list):
+        if not obj:
+            return f"{path} is empty: expected a list of JSON objects"
+        bad = next((i for i, row in enumerate(obj) if not isinstance(row, dict)), None)
+        if bad is not None:
+            return f"{path}: item {bad} of the list is {type(obj[bad]).__name__}, not a JSON object"
+    return None
+
+
+def _one_object_per_line(path: Path) -> bool:
+    """Whether the first non-blank line of ``path`` is a whole JSON object (JSON lines in a .json)."""
+    with open_text(path) as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    return isinstance(json.loads(line), dict)
+                except json.JSONDecodeError:
+                    return False
+    return False
+
+
+def check_files(cfg: DataConfig) -> None:
+    """Fail in one line on a data file that is missing, of an unknown format, empty, or not valid JSON.
+
+    Runs before the job starts (:mod:`srscale.preflight`); reads each JSON file once (parquet and csv
+    files are only checked to exist). Raises :class:`DataSourceError`.
+    """
+    if not cfg.data_files:
+        return
+    paths = _check_files(list(cfg.data_files), cfg.source)
+    if _builder(paths, cfg.source) != "json":
+        return
+    for path in _expanded(paths):
+        problem = _json_problem(path)
+        if problem:
+            raise DataSourceError(f"data={cfg.source}: {problem}")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -386,7 +473,10 @@ def load_rows(cfg: DataConfig):
         try:
             ds = datasets.load_dataset(builder, data_files=paths, split="train")
         except Exception as exc:  # noqa: BLE001 - reported to the user as one line
-            raise DataSourceError(f"data={source}: cannot read {', '.join(paths)} ({_one_line(exc)})") from exc
+            # datasets names neither the file nor the line of a bad JSON row: find them.
+            problem = next(filter(None, map(_json_problem, _expanded(paths))), None) if builder == "json" else None
+            problem = problem or f"cannot read {', '.join(paths)} ({_one_line(exc)})"
+            raise DataSourceError(f"data={source}: {problem}") from exc
         return ds, paths[0] if len(paths) == 1 else f"{len(paths)} files ({paths[0]}, ...)"
 
     hub_id = cfg.hub_id or HUB_IDS.get(source)

@@ -17,12 +17,11 @@ from pathlib import Path
 
 from srscale.config import DistributedConfig
 from srscale.errors import SrscaleError
+from srscale.package_files import ACCELERATE_DIR
 from srscale.train_stage import TrainSpec, result_from_dict
 from srscale.training import TrainResult
 
 log = logging.getLogger(__name__)
-
-ACCELERATE_DIR = Path(__file__).resolve().parents[2] / "conf" / "accelerate"
 
 
 def accelerate_config_path(value: str) -> Path:

@@ -19,9 +19,16 @@ Splits from one source are disjoint in their task prompts.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import lzma
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import IO
+
+from srscale.errors import SrscaleError
 
 SPLITS = ("ift", "eft", "seed_pairs", "eft_eval", "heldout", "seed_prompts", "probe")
 
@@ -62,9 +69,59 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    with path.open() as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+class JsonlError(SrscaleError):
+    """A JSON-lines file that is missing, empty or has a line that is not a JSON object."""
+
+
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def open_text(path: Path) -> IO[str]:
+    """``path`` opened for reading text, decompressing ``.gz``, ``.bz2`` and ``.xz``."""
+    opener = _OPENERS.get(Path(path).suffix.lower())
+    return opener(path, "rt", encoding="utf-8") if opener else open(path, encoding="utf-8")
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of a JSON-lines file.
+
+    Raises :class:`JsonlError` (one line naming the file and the line) for a missing or unreadable file,
+    a line that is not valid JSON (a truncated last line included) or one that is not a JSON object.
+    """
+    path = Path(path)
+    lineno = 0
+    try:
+        with open_text(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line.rstrip("\r\n"))
+                except json.JSONDecodeError as exc:
+                    raise JsonlError(f"{path} line {lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                                     "fix or delete that line") from None
+                if not isinstance(obj, dict):
+                    raise JsonlError(f"{path} line {lineno}: expected a JSON object, got "
+                                     f"{type(obj).__name__} {line.strip()[:40]!r}") from None
+                yield lineno, obj
+    except FileNotFoundError:
+        raise JsonlError(f"{path}: file not found") from None
+    except (UnicodeDecodeError, EOFError, OSError) as exc:  # binary, truncated archive, unreadable
+        where = f" line {lineno + 1}" if lineno or isinstance(exc, UnicodeDecodeError) else ""
+        raise JsonlError(f"{path}{where}: cannot be read as UTF-8 JSON lines "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+
+
+def read_jsonl(path: Path, *, allow_empty: bool = True) -> list[dict]:
+    """The objects of a JSON-lines file, blank lines skipped (see :func:`iter_jsonl` for the errors).
+
+    ``allow_empty=False`` also rejects a file with no objects (a split may legitimately be empty; a
+    data file or a question file may not).
+    """
+    rows = [obj for _, obj in iter_jsonl(path)]
+    if not rows and not allow_empty:
+        raise JsonlError(f"{path} is empty: expected one JSON object per line")
+    return rows
 
 
 def write_json(path: Path, obj) -> None:

@@ -76,7 +76,7 @@ SMALL = [
     "data.sizes.heldout=8", "data.sizes.seed_prompts=24", "data.sizes.probe=16",
     "train.sft.epochs=1", "train.sft.logging_steps=2", "train.dpo.epochs=1", "self_reward.prompts_per_iteration=4",
     "self_reward.candidates=2", "judge.samples=2", "self_reward.max_new_tokens=12",
-    "self_reward.instruct_max_new_tokens=16", "judge.max_new_tokens=64",
+    "self_reward.instruct_max_new_tokens=16",  # judge.max_new_tokens: the tiny preset's, which fits its prompt
 ]
 NO_GATE = ["self_reward.gate.max_consecutive=100000"]
 # Enough judge SFT for that small model to write parseable "Score: n" judgments (measured: 100% of the

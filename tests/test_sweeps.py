@@ -13,11 +13,11 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
 from hydra_plugins.srscale_plugins.sweeper import SrscaleSweeper
-from srscale.__main__ import CONF_DIR, REPO_DIR
+from srscale.package_files import CONF_DIR, SWEEPS_DIR
 from srscale.config import Config, to_typed
 from test_config import _setup
 
-SWEEPS = sorted(p.stem for p in (REPO_DIR / "sweeps").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 # What each study sweeps (axis -> values): a sweep file changed by mistake fails here.
 AXES = {
     "small_model_study": {"model": ["tinystories1m", "phi1", "tinyllama", "llama7b"], "experiment": ["cs224n"],

@@ -24,8 +24,13 @@ class _Models:
     def load(self, source):
         return Loaded(model=None, tokenizer=None, source=source)
 
+    def drop(self):
+        pass
+
 
 class _Engine:
+    backend = "fake"
+
     def sampler(self, source):
         return SimpleNamespace(backend="fake", version="0", tokenizer=None)
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from srscale.package_files import SWEEPS_DIR
+
 from conftest import run_cli
 from srscale.__main__ import _check_overrides
 from srscale.config import (
@@ -423,7 +425,8 @@ def test_hydra_groups_and_columns_pass_the_option_check(args: list[str]) -> None
 @pytest.mark.parametrize("args,expect", [
     (["hydra/launcher=nope"], "unknown option hydra/launcher=nope; choose one of: basic"),
     (["hydra/job_logging=nope"], "choose one of: default, disabled, none, stdout"),
-    (["+sweeps=nope"], "unknown option sweeps=nope; choose one of: lora_rank, small_model_study, tiny_ladder"),
+    (["+sweeps=nope"], "unknown option sweeps=nope; choose one of: "
+                       + ", ".join(sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))),
     (["data.columns={prompt: q, answer: a}"], "unknown config key data.columns.answer"),
     (["model=tiny", "lora=r99"], "unknown option lora=r99"),
 ])

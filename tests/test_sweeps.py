@@ -24,6 +24,7 @@ AXES = {
                           "data": ["orca_dpo_pairs"]},
     "paper": {"model": ["llama7b", "llama70b"], "experiment": ["paper"], "data": ["oasst"], "lora": ["r16"]},
     "tiny_ladder": {"model": ["tiny_300k", "tiny_1m", "tiny_4m", "tiny_16m"]},
+    "cpu_study": {"model": ["tiny_300k", "tiny_1m", "tiny_4m"], "seed": ["0", "1", "2"]},
     "lora_rank": {"lora": ["full", "r8", "r16", "r16_all"]},
     "iterations": {"self_reward.iterations": ["1", "2", "3", "5"]},
     "modern_ladder": {"model": ["smollm2_135m", "smollm2_360m", "qwen2_5_0_5b", "qwen2_5_1_5b", "smollm2_1_7b",
@@ -69,7 +70,8 @@ def test_sweep_composes_every_job_under_multirun(name: str) -> None:
     for job in jobs:
         job_cfg = hydra.config_loader.load_sweep_config(cfg, job)
         for key, values in AXES[name].items():
-            assert str(OmegaConf.select(job_cfg, key) if "." in key else job_cfg.hydra.runtime.choices[key]) in values
+            group = key in job_cfg.hydra.runtime.choices  # a config group, else a plain key (seed, a.b)
+            assert str(job_cfg.hydra.runtime.choices[key] if group else OmegaConf.select(job_cfg, key)) in values
         job_only = copy.deepcopy(job_cfg)  # what Hydra hands a job: its config without the hydra node
         with read_write(job_only), open_dict(job_only):
             del job_only["hydra"]

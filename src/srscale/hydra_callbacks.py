@@ -18,6 +18,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+# srscale's sweeper (the default) expands a sweep exactly as the basic one does.
+BASIC_SWEEPERS = (BASIC_SWEEPER, "hydra_plugins.srscale_plugins.sweeper.SrscaleSweeper")
 
 
 def _exit_with(problem: str) -> None:
@@ -64,7 +66,7 @@ def _sweep_problems(config: DictConfig) -> dict[str, list[str]]:
     and composes each job as its launcher will; other sweepers choose their jobs as they go, so each
     of their jobs is checked when it starts.
     """
-    if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
+    if OmegaConf.select(config, "hydra.sweeper._target_") not in BASIC_SWEEPERS:
         return {}
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra

@@ -187,3 +187,38 @@ def test_thread_count() -> None:
     assert generation_threads(None, 2) == 2
     assert generation_threads(None, 0) == 1
     assert generation_threads(3, 2) == 3
+
+
+# ----------------------------------------------------------------------------- cache bookkeeping
+def _batch(rows: int, columns: int, real: list[int], fill: float):
+    """A one-layer batch: row r's last ``real[r]`` columns are real, with cache values ``fill + r``."""
+    from transformers import DynamicCache
+
+    from srscale.hf_decode import _Batch, _Row
+
+    keys = torch.zeros(rows, 1, columns, 2)
+    mask = torch.zeros(rows, columns, dtype=torch.long)
+    for r, n in enumerate(real):
+        keys[r, :, columns - n:] = fill + r
+        mask[r, columns - n:] = 1
+    cache = DynamicCache(ddp_cache_data=[(keys, keys.clone())])
+    return _Batch(cache, mask, torch.arange(rows), torch.tensor(real), None, [_Row(r, 0) for r in range(rows)])
+
+
+def test_join_right_aligns_both_batches_and_select_cuts_unused_columns() -> None:
+    from srscale.hf_decode import join, joinable, select
+
+    a, b = _batch(2, 5, [5, 3], 1.0), _batch(1, 3, [2], 10.0)
+    assert joinable(a.cache)
+    j = join(a, b)
+    keys = j.cache.layers[0].keys
+    assert keys.shape == (3, 1, 5, 2) and j.mask.tolist() == [[1] * 5, [0, 0, 1, 1, 1], [0, 0, 0, 1, 1]]
+    assert keys[2, 0, :, 0].tolist() == [0, 0, 0, 10, 10] and keys[1, 0, :, 0].tolist() == [0, 0, 2, 2, 2]
+    assert j.pos.tolist() == [5, 3, 2] and [r.index for r in j.rows] == [0, 1, 0]
+    # Dropping the full-length row leaves two leading columns no row uses: they are cut.
+    s = select(j, [1, 2], trim=True)
+    assert s.mask.tolist() == [[1, 1, 1], [0, 1, 1]] and s.cache.layers[0].keys[:, 0, :, 0].tolist() == [
+        [2, 2, 2], [0, 10, 10]]
+    assert s.pos.tolist() == [3, 2]
+    kept = select(_batch(2, 5, [5, 3], 1.0), [1], trim=False)
+    assert kept.mask.shape == (1, 5) and kept.cache.layers[0].keys.shape == (1, 1, 5, 2)

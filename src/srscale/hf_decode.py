@@ -48,18 +48,13 @@ class Finished:
 
 @dataclass
 class DecodeStats:
-    """What the loop spent. A *slot* is one row of one forward that yields a token (prefill included)."""
+    """What the loop spent. A *slot* is one row of one forward that yields a token (prefill included):
+    every slot yields a kept token, since a row leaves the batch in the step it ends."""
 
     forwards: int = 0
     prefill_positions: int = 0  # prompt positions fed, padding included
     prompt_tokens: int = 0  # prompt positions that were real tokens
     slots: int = 0
-    tokens: int = 0  # generated tokens kept in a completion
-
-    @property
-    def slot_waste(self) -> float:
-        """Share of slots that produced no kept token (finished or padded rows)."""
-        return 1 - self.tokens / self.slots if self.slots else 0.0
 
     @property
     def prefill_padding(self) -> float:
@@ -150,7 +145,7 @@ def select(batch: _Batch, keep: list[int], trim: bool) -> _Batch:
 
 # ------------------------------------------------------------------------------------ the loop
 class Decoder:
-    """Runs :func:`decode`'s loop for one model. Built once per sampler (checks the forward's arguments)."""
+    """The decode loop over one model (its forward's arguments checked once)."""
 
     def __init__(self, model):
         from transformers import DynamicCache
@@ -210,7 +205,6 @@ class Decoder:
             u = batch.uniforms[torch.arange(len(steps), device=self.device), torch.tensor(steps, device=self.device)]
         picked = next_tokens(logits, d.temperature, d.top_p, u)
         stats.slots += len(steps)
-        stats.tokens += len(steps)
         done, keep = [], []
         for k, (row, token) in enumerate(zip(batch.rows, picked.tolist(), strict=True)):
             row.tokens.append(token)

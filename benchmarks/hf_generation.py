@@ -6,7 +6,9 @@ Workloads (the default config's numbers, on the default tiny model, or on a stag
   at the candidates' temperature / top-p / ``max_new_tokens``;
 - ``judging``: K = ``judge.samples`` judgments of the judge prompt (``judge=short``) filled with the
   suite's held-out responses, ``judge.max_new_tokens``;
-- ``answers``: greedy answers to held-out prompts (the task-accuracy evaluation).
+- ``answers``: greedy answers to held-out prompts (the task-accuracy evaluation);
+- ``rm_eval``: greedy judgments of held-out responses (the reward-model evaluation, which judges
+  every ``eft_eval`` response once per stage: the largest generation workload of the default run).
 
 Methods:
 
@@ -81,10 +83,13 @@ def workloads(cfg, tok, data) -> list[Workload]:
     items = [(r["prompt"], resp) for r in data.eft_eval for resp in r["responses"]][: sr.prompts_per_iteration]
     judge = [render_chat(tok, user_turn(build_judge_prompt(jc.template, p, r))) for p, r in items]
     answers = [render_chat(tok, user_turn(r["prompt"])) for r in data.heldout[: 2 * sr.prompts_per_iteration]]
+    held = [(r["prompt"], resp) for r in data.eft_eval for resp in r["responses"]][: 3 * sr.prompts_per_iteration]
+    rm_eval = [render_chat(tok, user_turn(build_judge_prompt(jc.template, p, r))) for p, r in held]
     return [
         Workload("candidates", chat, sr.max_new_tokens, sr.temperature, sr.top_p, sr.candidates, cfg.model.max_length),
         Workload("judging", judge, jc.max_new_tokens, jc.temperature, jc.top_p, jc.samples, cfg.model.max_length),
         Workload("answers", answers, sr.max_new_tokens, 0.0, 1.0, 1, cfg.model.max_length),
+        Workload("rm_eval", rm_eval, jc.max_new_tokens, 0.0, 1.0, 1, cfg.model.max_length),
     ]
 
 
@@ -221,7 +226,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--methods", default="old,new,generate,per_prompt")
     ap.add_argument("--cb", action="store_true", help="also transformers' continuous batching")
-    ap.add_argument("--workloads", default="candidates,judging,answers")
+    ap.add_argument("--workloads", default="candidates,judging,answers,rm_eval")
     ap.add_argument("--variants", default="", help="extra new-sampler settings, e.g. "
                                                    "'static:bs=32:refill=none,wide:bs=128' ")
     ap.add_argument("--compare-threads", action="store_true", help="also the new sampler at 1 and 2 threads")

@@ -101,6 +101,31 @@ def test_greedy_equals_generate(llama, batch_size, refill) -> None:
     assert sampler.last_stats.slots == sum(c.new_tokens for r in results for c in r)
 
 
+@pytest.mark.parametrize("batch_size", [1, 4, 16])
+def test_greedy_equals_generate_when_prompts_share_a_prefix(llama, batch_size) -> None:
+    from srscale.hf_decode import MIN_SHARED_PREFIX
+
+    model, tok = llama
+    rubric = " ".join(sampler_models.WORDS[:24])  # a judge-rubric-like head every prompt starts with
+    texts = [t.replace("<|user|>\n", f"<|user|>\n{rubric} ", 1) for t in sampler_models.texts(tok, n=10)]
+    lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    sampler = HFSampler(model, tok, batch_size)
+    results = sampler.generate(texts, SamplingParams(20, 0.0), seed=0)
+    got = [(c.text, c.finish_reason, c.new_tokens) for r in results for c in r]
+    assert got == [expected(tok, reference_greedy(model, tok, t, 20)) for t in texts]
+    fed = sampler.last_stats.prompt_tokens
+    assert fed == sum(lengths) if batch_size == 1 else fed <= sum(lengths) - MIN_SHARED_PREFIX * (len(texts) - 1)
+
+
+def test_shared_prefix_length() -> None:
+    from srscale.hf_decode import shared_prefix_length
+
+    assert shared_prefix_length([(1, 2, 3, 4), (1, 2, 3, 5), (1, 2, 9)]) == 2
+    assert shared_prefix_length([(1, 2, 3), (1, 2, 3, 4)]) == 2  # the shorter keeps one token of its own
+    assert shared_prefix_length([(7, 8)]) == 1 and shared_prefix_length([(1,), (2,)]) == 0
+    assert shared_prefix_length([]) == 0
+
+
 def test_greedy_with_the_left_cut_equals_generate_on_the_last_tokens(llama) -> None:
     model, tok = llama
     texts = sampler_models.texts(tok, n=8)

@@ -1,9 +1,10 @@
 """A decode loop over a transformers model's KV cache that spends no decode step on a finished row.
 
 Requests (one per text, with one seed per sample) are admitted in the order given, in groups: the
-group's distinct prompts are prefilled together, left-padded to the group's longest; every sample of a
-prompt gets a copy of its one prefilled cache row (a text's ``n`` samples, and texts repeated in the
-input); then every step feeds one token per *live* row. A row leaves the batch
+group's distinct prompts are prefilled together, left-padded to the group's longest (a prefix they all
+share, such as a judge rubric, is prefilled once and copied); every sample of a prompt gets a copy of
+its one prefilled cache row (a text's ``n`` samples, and texts repeated in the input); then every
+step feeds one token per *live* row. A row leaves the batch
 (cache rows, attention mask, positions, random stream) in the step it ends. When at least ``refill``
 slots are free, the next group is prefilled apart and joined to the running batch: both are kept
 right-aligned (the shorter side gets left padding), and columns that no live row uses any more are cut
@@ -11,9 +12,9 @@ from the left, so the cache is never longer than the longest live context.
 
 Assumptions: a decoder-only model whose forward takes ``attention_mask``, ``position_ids`` and
 ``past_key_values`` (a ``DynamicCache``), as Llama, Qwen2, Phi and GPT-Neo do in transformers 5.
-Joining and cutting need every cache layer to be a plain ``DynamicLayer``; a model with sliding-window
-layers (GPT-Neo's local attention) decodes in static groups instead: a group is admitted when the
-previous one has ended, its finished rows still leaving at once.
+Joining, cutting and prefix sharing need every cache layer to be a plain ``DynamicLayer``; a model
+whose cache has sliding-window layers decodes in static groups instead (a group is admitted when the
+previous one has ended, its finished rows still leaving at once), each prompt prefilled whole.
 """
 
 from __future__ import annotations
@@ -97,6 +98,22 @@ class _Batch:
     rows: list[_Row]
 
 
+# A common prompt prefix shorter than this is prefilled with each row (sharing it costs a forward).
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix_length(prompts: list[tuple[int, ...]] | list[list[int]]) -> int:
+    """Tokens all ``prompts`` begin with, at most one less than the shortest (every row keeps at least
+    one token of its own to prefill, whose logits give its first new token)."""
+    if not prompts:
+        return 0
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    k = 0
+    while k < n and all(p[k] == first[k] for p in prompts):
+        k += 1
+    return k
+
+
 # ------------------------------------------------------------------------------ cache operations
 def joinable(cache) -> bool:
     """True when every layer is a plain ``DynamicLayer`` (tensors [rows, heads, columns, dim])."""
@@ -154,6 +171,7 @@ class Decoder:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
         self._new_cache = lambda: DynamicCache(config=base.config)
+        self.joinable = joinable(self._new_cache())
         self.device = next(model.parameters()).device
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
@@ -164,24 +182,41 @@ class Decoder:
 
     def _prefill(self, group: list[Request], d: Decoding, stats: DecodeStats) -> tuple[_Batch, torch.Tensor]:
         """Prefill ``group``'s distinct prompts once each; returns a batch with one row per sample (rows
-        of one prompt share its prefill, also across texts with the same prompt) and their logits."""
+        of one prompt share its prefill, also across texts with the same prompt) and their logits.
+
+        A prefix common to all the distinct prompts (a judge rubric, a system prompt) of at least
+        ``MIN_SHARED_PREFIX`` tokens is prefilled once and copied; each row then prefills its own rest,
+        left-padded after the shared part (padding in the middle is masked like any other)."""
         distinct: dict[tuple[int, ...], int] = {}
         for r in group:
             distinct.setdefault(tuple(r.prompt), len(distinct))
         prompts = list(distinct)
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), d.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for k, p in enumerate(prompts):
+        shared = shared_prefix_length(prompts) if self.joinable and len(prompts) > 1 else 0
+        if shared < MIN_SHARED_PREFIX:
+            shared = 0
+        cache = self._new_cache()
+        past = torch.ones((len(prompts), shared), dtype=torch.long, device=self.device)
+        if shared:
+            head = torch.tensor([prompts[0][:shared]], device=self.device)
+            self._forward(head, past[:1], torch.arange(shared, device=self.device)[None], cache)
+            cache.batch_select_indices(torch.zeros(len(prompts), dtype=torch.long, device=self.device))
+            stats.forwards += 1
+            stats.prefill_positions += shared
+            stats.prompt_tokens += shared
+        rests = [p[shared:] for p in prompts]
+        width = max(len(p) for p in rests)
+        ids = torch.full((len(rests), width), d.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rests), width), dtype=torch.long)
+        for k, p in enumerate(rests):
             ids[k, width - len(p):] = torch.tensor(p)
             mask[k, width - len(p):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        cache = self._new_cache()
+        positions = (shared + mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        mask = torch.cat([past, mask], dim=1)
         logits = self._forward(ids, mask, positions, cache)
         stats.forwards += 1
         stats.prefill_positions += ids.numel()
-        stats.prompt_tokens += int(mask.sum())
+        stats.prompt_tokens += sum(len(p) for p in rests)
         expand = [distinct[tuple(r.prompt)] for r in group for _ in r.seeds]
         idx = torch.tensor(expand, device=self.device)
         if expand != list(range(len(prompts))):
@@ -229,12 +264,11 @@ class Decoder:
         queue: Iterator[Request] = iter(requests)
         waiting: Request | None = next(queue, None)
         batch: _Batch | None = None
-        can_join: bool | None = None  # known after the first prefill
         while True:
             live = 0 if batch is None else len(batch.rows)
             free = d.max_rows - live
             admit = waiting is not None and (
-                live == 0 or (can_join and d.refill is not None and free >= d.refill))
+                live == 0 or (self.joinable and d.refill is not None and free >= d.refill))
             if admit:
                 group, rows = [], 0
                 while waiting is not None and (not group and live == 0 or rows + len(waiting.seeds) <= free):
@@ -245,9 +279,7 @@ class Decoder:
                     admit = False
             if admit:
                 new, logits = self._prefill(group, d, stats)
-                if can_join is None:
-                    can_join = joinable(new.cache)
-                new, finished = self._advance(new, logits, d, stats, joined=bool(can_join))
+                new, finished = self._advance(new, logits, d, stats, joined=self.joinable)
                 for f in finished:
                     if on_finished(f):
                         return stats
@@ -261,7 +293,7 @@ class Decoder:
             logits = self._forward(batch.last.unsqueeze(1), batch.mask, batch.pos.unsqueeze(1), batch.cache)
             stats.forwards += 1
             batch.pos = batch.pos + 1
-            batch, finished = self._advance(batch, logits, d, stats, joined=bool(can_join))
+            batch, finished = self._advance(batch, logits, d, stats, joined=self.joinable)
             for f in finished:
                 if on_finished(f):
                     return stats

@@ -3,8 +3,8 @@
 - Sampling semantics: the top-p rule keeps exactly the tokens transformers' ``TopPLogitsWarper`` keeps,
   and inverse-CDF draws from a row's uniforms follow the renormalised distribution.
 - Greedy decoding equals ``model.generate(do_sample=False)`` token for token, whatever the batch width
-  and refill setting, on the tiny random Llama, through a LoRA adapter, and on tiny random models of
-  the ladder's other architectures (Qwen2, Phi, GPT-Neo with its sliding-window layers).
+  and refill setting, on the tiny random Llama, through a LoRA adapter, on tiny random models of the
+  ladder's other architectures (Qwen2, Phi, GPT-Neo, Llama-3) and on a sliding-window cache (Mistral).
 - No decode slot is spent on a finished row; the left cut feeds exactly the last tokens.
 """
 
@@ -247,3 +247,29 @@ def test_join_right_aligns_both_batches_and_select_cuts_unused_columns() -> None
     assert s.pos.tolist() == [3, 2]
     kept = select(_batch(2, 5, [5, 3], 1.0), [1], trim=False)
     assert kept.mask.shape == (1, 5) and kept.cache.layers[0].keys.shape == (1, 1, 5, 2)
+
+
+def test_a_sliding_window_cache_decodes_in_static_groups_and_equals_generate(llama) -> None:
+    """Mistral with a window shorter than the texts: its cache layers keep only the window, so rows
+    are neither joined nor cut (static groups), and greedy still equals ``generate``."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from srscale.hf_decode import Decoder
+
+    _, tok = llama
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=8,
+                           max_position_embeddings=512, initializer_range=sampler_models.INIT_STD,
+                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = MistralForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight *= sampler_models.LOGIT_SCALE
+        model.lm_head.weight[tok.eos_token_id] *= sampler_models.EOS_BOOST
+    assert not Decoder(model).joinable
+    texts = sampler_models.texts(tok, n=8)
+    for batch_size in (1, 3):
+        sampler = HFSampler(model, tok, batch_size)
+        results = sampler.generate(texts, SamplingParams(16, 0.0), seed=0)
+        got = [(c.text, c.finish_reason, c.new_tokens) for r in results for c in r]
+        assert got == [expected(tok, reference_greedy(model, tok, t, 16)) for t in texts], batch_size

@@ -1,31 +1,41 @@
-"""The Hugging Face backend of the sampler seam (:mod:`srscale.sampling`): batched ``generate`` in process.
+"""The Hugging Face backend of the sampler seam (:mod:`srscale.sampling`), in process.
 
-Left padding, one ``generate`` call per batch, a progress bar. Only the generated tokens are decoded
-(so a judge prompt's own "Score: <total points>" can never be parsed as a judgment).
+Decoding runs srscale's own loop over the model's KV cache (:mod:`srscale.hf_decode`): one row per
+completion, a text's ``n`` samples sharing one prefill, finished rows leaving the batch in the step
+they end and freed slots refilled with the next texts, so no decode step is spent on a finished or
+padded row. Sampling is temperature + top-p with ``generate``'s semantics, each completion drawing
+from its own stream seeded ``item_seed(seed, i, j)`` (:mod:`srscale.token_sampling`), so outputs do not
+depend on ``batch_size`` or on which texts share a batch; greedy is the argmax and matches
+``model.generate(do_sample=False)``. The model's own ``generation_config`` (repetition penalty,
+top-k, ...) is not applied: :class:`SamplingParams` alone defines sampling.
 
-Batching: without ``on_result`` the texts are processed sorted by length, so batches pad little;
-with it (the gate), they are processed in input order, one batch at a time, so that a stop request
-lands within one batch of the text that triggered it.
+Order: without ``on_result`` texts are admitted shortest first (little prefill padding); with it
+(the gate) in input order, so a stop request lands while at most one batch of rows is in flight.
+Only generated tokens are decoded (a judge prompt's own "Score: <total points>" is never parsed), the
+end token left out of the text.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
-import torch
 from tqdm.auto import tqdm
 
+from srscale.hf_decode import Decoder, DecodeStats, Decoding, Finished, Request
 from srscale.sampling import (
     Completion,
     InOrderDelivery,
     OnResult,
     SamplingParams,
+    item_seed,
     render_chat,
     stop_token_ids,
     user_turn,
 )
 
-__all__ = ["HFSampler", "SamplingParams", "encode_batch", "render_chat", "stop_token_ids", "user_turn"]
+__all__ = ["HFSampler", "SamplingParams", "encode_batch", "generation_threads", "render_chat", "stop_token_ids",
+           "user_turn"]
 
 
 def encode_batch(tokenizer, texts: Sequence[str], max_input_tokens: int | None = None) -> dict:
@@ -38,70 +48,80 @@ def encode_batch(tokenizer, texts: Sequence[str], max_input_tokens: int | None =
                      truncation=max_input_tokens is not None, max_length=max_input_tokens)
 
 
-def _input_lengths(tokenizer, texts: Sequence[str]) -> list[int]:
-    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+def left_cut(ids: list[int], max_input_tokens: int | None) -> list[int]:
+    """The last ``max_input_tokens`` ids (all of them when ``None`` or short enough)."""
+    return ids if max_input_tokens is None or len(ids) <= max_input_tokens else ids[len(ids) - max_input_tokens:]
+
+
+def generation_threads(configured: int | None, usable_cores: int) -> int:
+    """torch's intra-op thread count for generation: ``configured`` if set, else every core this
+    process may use (more threads than cores slows decoding of small models several-fold)."""
+    return configured if configured is not None else max(1, usable_cores)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class HFSampler:
-    """Sampler over an in-memory transformers model (and its tokenizer)."""
+    """Sampler over an in-memory transformers model (and its tokenizer).
+
+    ``batch_size`` is the most completions decoded together; ``refill`` the free slots at which the
+    next texts join a running batch (``None``: static groups, each admitted once the last has ended;
+    default a quarter of ``batch_size``).
+    """
 
     backend = "hf"
 
-    def __init__(self, model, tokenizer, batch_size: int = 32):
+    def __init__(self, model, tokenizer, batch_size: int = 32, *, refill: int | None | str = "auto"):
         import transformers
 
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.refill = max(1, batch_size // 4) if refill == "auto" else refill
         self.version = transformers.__version__
+        self.last_stats = DecodeStats()  # what the latest generate call spent (benchmarks read it)
 
-    @torch.no_grad()
     def generate(self, texts: Sequence[str], params: SamplingParams, *, seed: int, desc: str = "generate",
                  on_result: OnResult | None = None,
                  max_input_tokens: int | None = None) -> list[list[Completion] | None]:
         if not texts:
             return []
         model, tok = self.model, self.tokenizer
-        device = next(model.parameters()).device
-        flat = [(i, j) for i in range(len(texts)) for j in range(params.n)]  # one row per completion
-        if on_result is None:
-            lengths = _input_lengths(tok, texts)
-            flat.sort(key=lambda ij: lengths[ij[0]])
+        full = tok(list(texts), add_special_tokens=False)["input_ids"]
+        ids = [left_cut(x, max_input_tokens) for x in full]
+        empty = [i for i, x in enumerate(ids) if not x]
+        if empty:
+            raise ValueError(f"texts {empty[:5]} tokenize to no tokens: nothing to continue")
+        order = range(len(texts)) if on_result is not None else sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        requests = (Request(i, ids[i], tuple(item_seed(seed, i, j) for j in range(params.n))) for i in order)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        settings = Decoding(max_new_tokens=params.max_new_tokens, temperature=params.temperature,
+                            top_p=params.top_p, stop_ids=frozenset(stop_token_ids(tok)), pad_id=pad,
+                            max_rows=self.batch_size, refill=self.refill)
         delivery = InOrderDelivery(len(texts), on_result)
         done: dict[int, dict[int, Completion]] = {}
-        stops = stop_token_ids(tok)
+        bar = tqdm(total=len(texts) * params.n, desc=desc, leave=False)
+
+        def on_finished(f: Finished) -> bool:
+            kept = f.tokens[:-1] if f.stopped else f.tokens
+            done.setdefault(f.index, {})[f.sample] = Completion(
+                text=tok.decode(kept, skip_special_tokens=True).strip(),
+                finish_reason="stop" if f.stopped else "length",
+                prompt_tokens=len(ids[f.index]) if f.sample == 0 else 0,  # one prefill per text
+                new_tokens=len(f.tokens), input_truncated=len(full[f.index]) > len(ids[f.index]))
+            bar.update(1)
+            if len(done[f.index]) == params.n:
+                got = done.pop(f.index)
+                delivery.add(f.index, [got[j] for j in range(params.n)])
+            return delivery.stopped
+
         was_training = model.training
         model.eval()
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        bar = tqdm(total=len(flat), desc=desc, leave=False)
         try:
-            for start in range(0, len(flat), self.batch_size):
-                rows = flat[start:start + self.batch_size]
-                batch = [texts[i] for i, _ in rows]
-                enc = encode_batch(tok, batch, max_input_tokens)
-                full = _input_lengths(tok, batch) if max_input_tokens else None
-                fed = enc["attention_mask"].sum(dim=1).tolist()
-                enc = {k: v.to(device) for k, v in enc.items()}
-                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-                kwargs = {"max_new_tokens": params.max_new_tokens, "pad_token_id": tok.pad_token_id,
-                          "eos_token_id": stops}
-                if params.greedy:
-                    kwargs["do_sample"] = False
-                else:
-                    kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
-                out = model.generate(**enc, **kwargs)
-                new = out[:, enc["input_ids"].shape[1]:].tolist()
-                for r, ((i, j), ids) in enumerate(zip(rows, new, strict=True)):
-                    ended = next((k for k, t in enumerate(ids) if t in stops), None)
-                    kept = ids if ended is None else ids[:ended + 1]
-                    done.setdefault(i, {})[j] = Completion(
-                        text=tok.decode(kept, skip_special_tokens=True).strip(),
-                        finish_reason="length" if ended is None else "stop",
-                        prompt_tokens=int(fed[r]), new_tokens=len(kept),
-                        input_truncated=bool(full and full[r] > fed[r]))
-                    if len(done[i]) == params.n:
-                        delivery.add(i, [done[i][k] for k in range(params.n)])
-                bar.update(len(rows))
-                if delivery.stopped:
-                    break
+            self.last_stats = Decoder(model).run(requests, settings, on_finished)
         finally:
             bar.close()
             if was_training:

@@ -129,7 +129,9 @@ def store(cwd: Path) -> str:
 
 class ScriptedSampler:
     """A sampler (srscale.sampling's contract) whose completions come from ``reply(text, index, sample)``:
-    for orchestration tests that must not depend on what a model happens to write."""
+    for orchestration tests that must not depend on what a model happens to write. A reply longer than
+    ``params.max_new_tokens`` tokens is cut there (``finish_reason="length"``), and an input longer than
+    ``max_input_tokens`` is reported as cut on the left, as a real backend would."""
 
     backend, version = "scripted", "0"
 
@@ -137,14 +139,24 @@ class ScriptedSampler:
         self.tokenizer, self.reply, self.batch_size = tokenizer, reply, batch_size
         self.calls: list[int] = []
 
+    def _completion(self, text: str, i: int, j: int, params, max_input_tokens) -> object:
+        from srscale.sampling import Completion
+
+        ids = self.tokenizer(self.reply(text, i, j), add_special_tokens=False)["input_ids"]
+        n_in = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        cut_in = max_input_tokens is not None and n_in > max_input_tokens
+        kept = ids[:params.max_new_tokens]
+        return Completion(self.tokenizer.decode(kept), "length" if len(ids) > params.max_new_tokens else "stop",
+                          min(n_in, max_input_tokens) if cut_in else n_in, len(kept), cut_in)
+
     def generate(self, texts, params, *, seed, desc="", on_result=None, max_input_tokens=None):
-        from srscale.sampling import Completion, InOrderDelivery
+        from srscale.sampling import InOrderDelivery
 
         delivery = InOrderDelivery(len(texts), on_result)
         for start in range(0, len(texts), self.batch_size):
             for i in range(start, min(start + self.batch_size, len(texts))):
                 self.calls.append(i)
-                delivery.add(i, [Completion(self.reply(texts[i], i, j), "stop", 10, 3) for j in range(params.n)])
+                delivery.add(i, [self._completion(texts[i], i, j, params, max_input_tokens) for j in range(params.n)])
             if delivery.stopped:
                 break
         return delivery.results

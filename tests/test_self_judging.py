@@ -6,10 +6,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-import torch
 
+from conftest import ScriptedSampler
 from srscale.errors import SrscaleError
-from srscale.generation import HFSampler
 from srscale.judging import ConsecutiveFailureGate
 from srscale.pipeline import check_judge_budget, judge_tokens_needed, judge_words_asked
 from srscale.self_judging import judge_items
@@ -26,27 +25,13 @@ def tokenizer():
     return tok
 
 
-class ScriptedModel(torch.nn.Module):
-    """A stand-in causal LM whose ``generate`` writes a fixed reply per input (looked up by the item
-    tag in the decoded input), so the outputs cannot depend on batching; it counts the rows it ran."""
+def _sampler(tokenizer, replies: dict[str, str], batch_size: int) -> ScriptedSampler:
+    """A sampler writing a fixed reply per item (found by the item's tag in the judge prompt): the
+    outputs cannot depend on batching."""
+    def reply(text: str, i: int, j: int) -> str:
+        return replies[next((t for t in replies if f"[{t}]" in text), next(iter(replies)))]
 
-    def __init__(self, tokenizer, replies: dict[str, str], max_len: int = 12):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.zeros(1))
-        self.tok, self.replies, self.rows = tokenizer, replies, 0
-        self.max_len = max_len
-
-    def generate(self, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id, **kwargs):
-        out = []
-        for row in input_ids:
-            text = self.tok.decode(row, skip_special_tokens=True)
-            tag = next((t for t in self.replies if f"[{t}]" in text), next(iter(self.replies)))  # cut: any
-            ids = self.tok(self.replies[tag], add_special_tokens=False)["input_ids"][:max_new_tokens]
-            if len(ids) < max_new_tokens:
-                ids = ids + [eos_token_id[0]]
-            out.append(ids + [pad_token_id] * (max_new_tokens - len(ids)))
-            self.rows += 1
-        return torch.cat([input_ids, torch.tensor(out)], dim=1)
+    return ScriptedSampler(tokenizer, reply, batch_size)
 
 
 JUDGE = SimpleNamespace(template=TEMPLATE, max_new_tokens=12, temperature=0.7, top_p=0.9)
@@ -67,19 +52,18 @@ def _items(pattern: str) -> tuple[list[tuple[str, str]], dict[str, str]]:
 def test_the_gate_trips_at_the_same_item_under_any_batch_size(tokenizer, batch_size: int) -> None:
     pattern = "oxxo" + "x" * 11 + "ooooo"  # the 11th consecutive failure is item 14, the 15th judgment
     items, replies = _items(pattern)
-    model = ScriptedModel(tokenizer, replies)
+    sampler = _sampler(tokenizer, replies, batch_size)
     gate = ConsecutiveFailureGate(max_consecutive=10)
-    result = judge_items(HFSampler(model, tokenizer, batch_size), JUDGE, items, samples=1, seed=0, gate=gate)
+    result = judge_items(sampler, JUDGE, items, samples=1, seed=0, gate=gate)
     assert gate.tripped and gate.tripped_at == 15 and gate.total == 15
     assert [r["item"] for r in result.records] == list(range(15))  # exactly what the gate saw, in item order
     assert [r["score"] is None for r in result.records] == [c == "x" for c in pattern[:15]]
-    assert model.rows <= min(len(items), 15 + batch_size - 1)  # stopped within one batch of the trip
+    assert len(sampler.calls) <= min(len(items), 15 + batch_size - 1)  # stopped within one batch of the trip
 
 
 def test_without_a_gate_every_item_is_judged_in_order(tokenizer) -> None:
     items, replies = _items("xoxo" * 5)
-    model = ScriptedModel(tokenizer, replies)
-    result = judge_items(HFSampler(model, tokenizer, 3), JUDGE, items, samples=2, seed=0)
+    result = judge_items(_sampler(tokenizer, replies, 3), JUDGE, items, samples=2, seed=0)
     assert [(r["item"], r["sample"]) for r in result.records] == [(i, k) for i in range(20) for k in range(2)]
     assert result.truncated_rate() == 0.0 and result.input_truncated() == 0
 
@@ -87,11 +71,11 @@ def test_without_a_gate_every_item_is_judged_in_order(tokenizer) -> None:
 def test_a_judgment_cut_by_the_budget_is_counted_as_truncated(tokenizer) -> None:
     items, replies = _items("oo")
     replies["item1"] = "garbage text here item number garbage text here item number garbage"
-    model = ScriptedModel(tokenizer, replies)
-    result = judge_items(HFSampler(model, tokenizer, 4), JUDGE, items, samples=1, seed=0)
+    result = judge_items(_sampler(tokenizer, replies, 4), JUDGE, items, samples=1, seed=0)
     assert [r["truncated"] for r in result.records] == [False, True]
     assert result.truncated_rate() == 0.5
-    cut = judge_items(HFSampler(model, tokenizer, 4), JUDGE, items, samples=1, seed=0, max_input_tokens=8)
+    assert result.records[1]["score"] is None  # cut before it could declare a score
+    cut = judge_items(_sampler(tokenizer, replies, 4), JUDGE, items, samples=1, seed=0, max_input_tokens=8)
     assert cut.input_truncated() == 2 and all(r["input_truncated"] for r in cut.records)
 
 

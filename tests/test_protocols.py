@@ -32,7 +32,7 @@ def test_cs224n_protocol_on_orca_pairs(tmp_path: Path, env: dict, shared_data: P
     orca = shared_data / "orca_dpo_pairs" / "validation.orca_columns.jsonl"
     args = [*SMALL, *NO_GATE, "experiment=cs224n", "data=orca_dpo_pairs", f"data.data_files=[{orca}]",
             "data.max_examples=60", "model.max_length=256", "train.sft.max_steps=6", "train.seed_dpo_epochs=1",
-            "train.dpo.epochs=1", "self_reward.iterations=2", "self_reward.max_new_tokens=12", "judge.max_new_tokens=256",
+            "train.dpo.epochs=1", "self_reward.iterations=2", "self_reward.max_new_tokens=12", "judge.max_new_tokens=400",
             "eval.max_items=4"]
     out = run_cli(args, tmp_path, env)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -54,7 +54,7 @@ def test_cs224n_protocol_on_orca_pairs(tmp_path: Path, env: dict, shared_data: P
 def test_paper_protocol_with_every_offline_evaluation(tmp_path: Path, env: dict, shared_data: Path) -> None:
     args = [*SMALL, *NO_GATE, "experiment=paper", "eval=full_local", f"eval.data_root={shared_data}",
             "train.sft.logging_steps=2", "self_reward.iterations=1", "self_reward.candidates=2",
-            "judge.samples=2", "judge.max_new_tokens=256", "self_reward.max_new_tokens=12",
+            "judge.samples=2", "judge.max_new_tokens=400", "self_reward.max_new_tokens=12",
             "self_reward.instruct_max_new_tokens=24", "eval.lm_eval.limit=2", "eval.lm_eval.tasks=[arc_easy,piqa,siqa]",
             "eval.mtbench.max_questions=2", "eval.mtbench.max_new_tokens=8", "eval.mtbench.judge_max_tokens=8",
             "eval.head_to_head.max_prompts=3", "eval.head_to_head.max_new_tokens=8", "eval.max_items=4"]
@@ -81,6 +81,7 @@ def test_paper_protocol_with_every_offline_evaluation(tmp_path: Path, env: dict,
 def test_oasst_builds_eft_from_the_sft_models_own_judgments(tmp_path: Path, env: dict, shared_data: Path) -> None:
     trees = shared_data / "oasst" / "en_100_tree.jsonl"
     args = [*SMALL, *NO_GATE, "data=oasst", f"data.data_files=[{trees}]", "data.max_examples=30",
+            "data.sizes.probe=2", "data.sizes.heldout=2", "data.eval_fraction=0.3",  # >= 3 judge items of 30
             "model.max_length=256", "train.sft.max_steps=4", "self_reward.iterations=1", "eval.max_items=3",
             "tracking.log_models=false"]
     out = run_cli(args, tmp_path, env)

@@ -51,7 +51,9 @@ def server(tmp_path_factory):
 
 
 def expected_metrics(job_dir: Path) -> dict[tuple[str, int], float]:
-    """(key, step) -> value of every metric a job's stage records (DONE.json) say were logged."""
+    """(key, step) -> value of the metrics a job's main stage records (DONE.json) say were logged:
+    data counts, SFT, the probe gate, each iteration's summary and each evaluation. Sub-stage records
+    (``iter_t/<part>/``, costs) are left to the key-set comparison across jobs."""
     out: dict[tuple[str, int], float] = {}
 
     def put(key: str, step: int, value) -> None:
@@ -65,23 +67,18 @@ def expected_metrics(job_dir: Path) -> dict[tuple[str, int], float]:
             for k, v in rec["counts"].items():
                 put(f"data/{k}", 0, v)
         elif parts == ("sft",):
-            for k in ("steps", "runtime_s", "examples"):
-                put(f"sft/{k}", 0, rec[k])
             for step, v in rec["loss_curve"]:
                 put("sft/loss", step, v)
         elif parts == ("probe",):
             put("gate/probe/parse_rate", 0, rec["parse_rate"])
             put("gate/probe/longest_streak", 0, rec["gate"]["longest_streak"])
             put("gate/probe/judgments", 0, rec["gate"]["total"])
-            put("gate/probe/tripped", 0, int(rec["tripped"]))
         elif len(parts) == 1 and parts[0].startswith("iter_"):
             for k, v in rec["metrics"].items():
                 put(f"iter/{k}", int(parts[0].split("_")[1]), v)
-        elif parts[0] == "eval":
+        elif len(parts) == 2 and parts[0] == "eval":
             for k, v in rec["metrics"].items():
                 put(f"eval/{k}", rec["step"], v)
-        else:
-            raise AssertionError(f"a stage this check does not know: {path}")
     return out
 
 
@@ -120,11 +117,11 @@ def test_four_parallel_jobs_lose_no_metric_on_a_tracking_server(server, tmp_path
     client = mlflow.MlflowClient(tracking_uri=uri)
     jobdirs = sorted(p for p in (tmp_path / "outputs").iterdir() if p.is_dir())
     assert len(jobdirs) == 4
-    run_ids = set()
+    run_ids, key_sets = set(), []
     for jobdir in jobdirs:
         state = json.loads((jobdir / "job_state.json").read_text())
         assert state["state"] == "done" and state["tracking_uri"] == uri
-        run_id = json.loads((jobdir / "tracking.json").read_text())["run_id"]
+        (run_id,) = json.loads((jobdir / "tracking.json").read_text())["runs"].values()
         run_ids.add(run_id)
         assert client.get_run(run_id).info.status == "FINISHED"
         expected = expected_metrics(jobdir)
@@ -132,9 +129,13 @@ def test_four_parallel_jobs_lose_no_metric_on_a_tracking_server(server, tmp_path
         assert {"sft/loss", "gate/probe/parse_rate", "iter/candidates", "eval/task/accuracy"} <= {k for k, _ in expected}
         duplicates = {k: n for k, n in counts.items() if n > 1}
         assert not duplicates, duplicates
-        assert set(counts) == set(expected), (set(expected) - set(counts), set(counts) - set(expected))
+        assert set(expected) <= set(counts), set(expected) - set(counts)
         wrong = {k: (values[k], v) for k, v in expected.items() if abs(values[k] - v) > 1e-6 * max(1.0, abs(v))}
         assert not wrong, wrong  # each job's values are its own (no run got another job's metrics)
+        key_sets.append({p for p in counts if p[0].startswith("cost/")})
         artifacts = {a.path for a in client.list_artifacts(run_id)}
         assert "summary.json" in artifacts
+    # Cost points do not depend on what the model wrote: the same configuration logs the same ones in
+    # every job, none lost to contention.
+    assert key_sets[0] and all(keys == key_sets[0] for keys in key_sets), [sorted(k ^ key_sets[0])[:5] for k in key_sets]
     assert len(run_ids) == 4

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from srscale.engines import Loaded
 from srscale.errors import SrscaleError
 from srscale.evaluation import lmeval, runner
-from types import SimpleNamespace
-
-from srscale.engines import Loaded
 from srscale.seed_data import SeedData
 from srscale.stagebook import Job
 from srscale.tracking import NullTracker

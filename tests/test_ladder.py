@@ -144,10 +144,8 @@ _TOKENIZERS: dict[str, object] = {}
 def family_tokenizer(family: str):
     """A byte-level BPE (~400 tokens) with the family's special tokens and template; cached per family."""
     if family not in _TOKENIZERS:
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
         from transformers import PreTrainedTokenizerFast
-
-        from tokenizers import processors
 
         spec = dict(TOKENIZER_FAMILIES[family])
         extra, template, adds_bos = spec.pop("extra"), spec.pop("template"), spec.pop("adds_bos")
@@ -285,13 +283,13 @@ def test_preset_loads_generates_and_trains_on_tiny_weights(preset: str, tmp_path
     from srscale.generation import SamplingParams, encode_batch, generate_texts, render_chat, user_turn
     from srscale.models import (
         DEFAULT_CHAT_TEMPLATE,
-        with_bos,
         check_lora_targets,
         load_model,
         load_tokenizer,
         lora_targets,
         model_path,
         peft_config,
+        with_bos,
     )
     from srscale.training import sft, training_precision
 

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from srscale.package_files import SWEEPS_DIR
-
 from conftest import run_cli
 from srscale.__main__ import _check_overrides
 from srscale.config import (
@@ -39,6 +37,7 @@ from srscale.config import (
 )
 from srscale.data_sources import check_files, load_seed_data
 from srscale.errors import SrscaleError
+from srscale.package_files import SWEEPS_DIR
 from srscale.preflight import (
     http_get,
     judge_reachability_problem,

@@ -13,8 +13,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
 from hydra_plugins.srscale_plugins.sweeper import SrscaleSweeper
-from srscale.package_files import CONF_DIR, SWEEPS_DIR
 from srscale.config import Config, to_typed
+from srscale.package_files import CONF_DIR, SWEEPS_DIR
 from test_config import _setup
 
 SWEEPS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))

@@ -15,6 +15,7 @@ from srscale.errors import SrscaleError
 from srscale.judging import parse_score
 from srscale.seed_data import SPLITS, SeedData
 from srscale.suite import (
+    DEFAULT_FAMILIES,
     FAMILIES,
     Task,
     build_suite,
@@ -106,6 +107,15 @@ REPHRASINGS = [
     ("What number comes after 3, 6, 9?", "sequence", "12"),
     ("Give the next term in the series 10, 20, 30, 40", "sequence", "50"),
     ("Continue: 1, 3, 5, 7 ... what is next?", "sequence", "9"),
+    ("What's the number after 41?", "successor", "42"),
+    ("Which number comes right before 100?", "successor", "99"),
+    ("What is one more than 9?", "successor", "10"),
+    ("Is 12 even or odd?", "parity", "even"),
+    ("Tell me whether 7 is an odd or an even number.", "parity", "odd"),
+    ("odd or even? 250", "parity", "even"),
+    ("What's the first word of apple, river, stone?", "pick", "apple"),
+    ("Which comes last: cat, dog and moon?", "pick", "moon"),
+    ("Tell me the last item in the list tiger, lamp, rose, kite", "pick", "kite"),
     ("Please sort these numbers: 5, 2, 9", "sort", "2, 5, 9"),
     ("Can you put 8 3 1 in order?", "sort", "1, 3, 8"),
     ("Sort 4, 10 and 7 from largest to smallest.", "sort", "10, 7, 4"),
@@ -196,6 +206,22 @@ GRADED = [
     ("How many letters are in 'banana'?", "banana has 6 letters.", 4),
     ("How many letters are in 'banana'?", "It is a long word, banana.", 1),
     ("How many times does the letter 'a' appear in 'banana'?", "three", 5),
+    # successor: the prompt's number is an echo, never a competing answer
+    ("What number comes after 37?", "38", 5),
+    ("What number comes after 37?", "After 37 comes 38.", 4),
+    ("What number comes after 37?", "36", 2),
+    ("What is one less than 10?", "9", 5),
+    # parity and pick: every answer is in the prompt, so naming several is hedging, not answering
+    ("Is 37 odd or even?", "odd", 5),
+    ("Is 37 odd or even?", "37 is odd.", 4),
+    ("Is 37 odd or even?", "odd or even", 3),
+    ("Is 37 odd or even?", "even", 2),
+    ("Is 37 odd or even?", "This asks about parity.", 1),
+    ("What is the first word in this list: apple, river, stone?", "apple", 5),
+    ("What is the first word in this list: apple, river, stone?", "The first word is apple.", 4),
+    ("What is the first word in this list: apple, river, stone?", "apple, river, stone", 3),
+    ("What is the first word in this list: apple, river, stone?", "stone", 2),
+    ("What is the last word in this list: apple, river, stone?", "stone", 5),
 ]
 
 
@@ -300,7 +326,7 @@ def test_task_prompts_are_disjoint_across_splits(default_size: SeedData) -> None
 
 def test_families_are_balanced_round_robin(default_size: SeedData) -> None:
     counts = Counter(r["family"] for r in default_size.heldout)
-    assert set(counts) == set(FAMILIES)
+    assert set(counts) == set(DEFAULT_FAMILIES)
     assert max(counts.values()) - min(counts.values()) <= 1
     ift_counts = Counter(read_prompt(r["prompt"])[0] for r in default_size.ift)
     assert max(ift_counts.values()) - min(ift_counts.values()) <= 1
@@ -312,6 +338,16 @@ def test_family_subset() -> None:
     assert {r["family"] for r in data.heldout} == {"reverse", "sort"}
     with pytest.raises(SrscaleError, match="unknown"):
         build_suite(SMALL, seed=5, judge_template=TEMPLATES["short"], families=["nope"])
+
+
+def test_opt_in_families_build_a_suite_the_checkers_agree_with() -> None:
+    assert set(DEFAULT_FAMILIES) < set(FAMILIES)
+    data = build_suite(SMALL, seed=5, judge_template=TEMPLATES["short"], families=["pick", "successor", "parity"])
+    assert {r["family"] for r in data.heldout} == {"pick", "successor", "parity"}
+    for r in data.ift:
+        assert grade(r["prompt"], r["response"]) >= 4, r
+    for r in data.eft_eval:
+        assert sorted(grade(r["prompt"], resp) for resp in r["responses"]) == sorted(map(int, r["gold"]))
 
 
 def test_template_without_slots_is_refused() -> None:
@@ -440,6 +476,6 @@ def test_pretrain_corpus_excludes_held_out_tasks(small: SeedData) -> None:
     firsts = [t.split("\n")[0].removeprefix("Question: ").removeprefix("Q: ") for t in corpus if "\n" in t]
     assert len(firsts) > 1000
     assert not {read_prompt(p) for p in firsts} & {read_prompt(p) for p in held}
-    included = pretrain_corpus(3000, seed=4)
+    included = pretrain_corpus(12000, seed=4)
     firsts = [t.split("\n")[0].removeprefix("Question: ").removeprefix("Q: ") for t in included if "\n" in t]
     assert {read_prompt(p) for p in firsts} & {read_prompt(p) for p in held}  # the exclusion did something

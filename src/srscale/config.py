@@ -195,7 +195,7 @@ class DataConfig:
     name: str = "suite"
     source: str = "suite"  # suite | orca_dpo_pairs | oasst | hh_rlhf | alpaca | jsonl
     seed: int = 1234
-    families: list[str] | None = None  # None: every family of the suite
+    families: list[str] | None = None  # None: the suite's default nine (srscale.suite.families.DEFAULT_FAMILIES)
     sizes: SuiteSizes = field(default_factory=SuiteSizes)
     hub_id: str | None = None
     split: str = "train"

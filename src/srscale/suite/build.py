@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from srscale.errors import SrscaleError
 from srscale.judging import build_judge_prompt
 from srscale.seed_data import SeedData
-from srscale.suite.families import FAMILIES, SCALE, Family, Task, corrupt, grade, read_prompt
+from srscale.suite.families import DEFAULT_FAMILIES, FAMILIES, SCALE, Family, Task, corrupt, grade, read_prompt
 
 EFT_PER_TASK = 3  # judge examples (of distinct grades) made from one train task
 EVAL_RESPONSES = 4  # responses per eft_eval prompt
@@ -76,7 +76,7 @@ def ift_response(task: Task, i: int) -> str:
 
 def _resolve_families(families: Iterable[str] | None) -> list[Family]:
     if families is None:
-        return list(FAMILIES.values())
+        return [FAMILIES[n] for n in DEFAULT_FAMILIES]
     names = list(dict.fromkeys(families))
     unknown = [n for n in names if n not in FAMILIES]
     if unknown or not names:

@@ -120,7 +120,7 @@ class Family:
             residual = tx.remove_spans(response, cands)
             if values == [ref] and not tx.ALNUM.search(residual):
                 return 5
-            echoes = {v for v, _, _ in self.candidates(spec, prompt)}
+            echoes = self.echoes(spec, prompt)
             competing = any(v != ref and v not in echoes for v in values)
             extra = [w.lower() for w in tx.WORD_TOKEN.findall(residual)]
             repetitive = values.count(ref) >= 3 or max(Counter(extra).values(), default=0) >= 3
@@ -128,6 +128,10 @@ class Family:
         if values:
             return 2
         return 1 if self.relevant(spec, prompt, response) else 0
+
+    def echoes(self, spec: tuple, prompt: str) -> set[str]:
+        """Candidate values that never count against a response: by default those the prompt contains."""
+        return {v for v, _, _ in self.candidates(spec, prompt)}
 
     def corrupt(self, task: Task, level: int, rng: random.Random) -> str:
         """A response to ``task`` whose grade is exactly ``level`` (0..5)."""
@@ -317,6 +321,105 @@ class Sequence(_Numeric):
         return [f"The next number is {answer}.", f"{_fmt(spec)}, {answer}"]
 
 
+# ------------------------------------------------------------------------------ successor, parity
+# Tasks a model of a million parameters can learn in minutes when digits are tokens of their own
+# (model.tiny.split_digits): the answer follows from the last digits by a rule over ten symbols.
+_AFTER_CUE = re.compile(r"\bcomes?\s+after\b|\bfollows?\b|\bone\s+more\s+than\b|\bnext\s+number\s+after\b|"
+                        r"\bcount\s+up\b|\bafter\b", re.I)
+_BEFORE_CUE = re.compile(r"\bcomes?\s+before\b|\bprecedes?\b|\bone\s+less\s+than\b|\bcount\s+down\b|"
+                         r"\bbefore\b", re.I)
+_STEP_TEMPLATES = {
+    "after": ("What number comes after {n}?", "What is one more than {n}?", "Which number follows {n}?",
+              "Count up one from {n}.", "What is the next number after {n}?"),
+    "before": ("What number comes before {n}?", "What is one less than {n}?", "Which number precedes {n}?",
+               "Count down one from {n}.", "What is the number just before {n}?"),
+}
+
+
+class Successor(_Numeric):
+    name = "successor"
+    topic = frozenset("number before next follows precedes count counting more less comes".split())
+
+    def sample_spec(self, rng):
+        return rng.choice(("after", "before")), rng.randint(1, 998)
+
+    def render(self, spec, rng):
+        mode, n = spec
+        return _pick(rng, _STEP_TEMPLATES[mode], n=n)
+
+    def read(self, prompt):
+        text = tx.clean(prompt)
+        nums = tx.ints(text)
+        if len(nums) != 1:
+            return None
+        after, before = bool(_AFTER_CUE.search(text)), bool(_BEFORE_CUE.search(text))
+        if after == before:
+            return None
+        return ("after" if after else "before", nums[0])
+
+    def solve(self, spec):
+        mode, n = spec
+        return str(n + 1 if mode == "after" else n - 1)
+
+    def wrong_answers(self, spec, rng):
+        mode, n = spec
+        return _near(int(self.solve(spec)), (n,))
+
+    def mentions(self, spec):
+        return ["You want the next number when counting.", "This asks which number is next in counting order.",
+                "You want a neighbouring number."] if spec[0] == "after" else [
+                "You want the previous number when counting.", "This asks which number comes earlier.",
+                "You want a neighbouring number."]
+
+    def answer_sentences(self, spec, answer):
+        mode, n = spec
+        return [f"{answer} comes {mode} {n}.", f"The number is {answer}."]
+
+
+_ODD, _EVEN = re.compile(r"\bodd\b", re.I), re.compile(r"\beven\b", re.I)
+_PARITY_WORD = re.compile(r"\b(odd|even)\b", re.I)
+_PARITY_TEMPLATES = ("Is {n} odd or even?", "Is the number {n} even or odd?", "Say whether {n} is odd or even.",
+                     "Tell me if {n} is even or odd.", "Odd or even: {n}?")
+
+
+class Parity(Family):
+    name = "parity"
+    topic = frozenset("parity divisible number two whole integer".split())
+
+    def sample_spec(self, rng):
+        return (rng.randint(0, 999),)
+
+    def render(self, spec, rng):
+        return _pick(rng, _PARITY_TEMPLATES, n=spec[0])
+
+    def read(self, prompt):
+        text = tx.clean(prompt)
+        nums = tx.ints(text)
+        if len(nums) != 1 or not (_ODD.search(text) and _EVEN.search(text)):
+            return None
+        return (nums[0],)
+
+    def solve(self, spec):
+        return "even" if spec[0] % 2 == 0 else "odd"
+
+    def candidates(self, spec, text):
+        return [(m.group(1).lower(), m.start(), m.end()) for m in _PARITY_WORD.finditer(text)]
+
+    def echoes(self, spec, prompt):
+        """None: the prompt names both answers, so a response that names both has not chosen."""
+        return set()
+
+    def wrong_answers(self, spec, rng):
+        return ["odd" if spec[0] % 2 == 0 else "even"]
+
+    def mentions(self, spec):
+        return ["You want to know whether it divides by two.", "This asks about the parity of the number.",
+                "This is a question about parity."]
+
+    def answer_sentences(self, spec, answer):
+        return [f"{spec[0]} is {answer}.", f"It is an {answer} number."]
+
+
 # ------------------------------------------------------------------------------------------ list tasks
 _SORT_CUE = re.compile(r"\bsort\w*|\border\b|\bordered\b|\barrange\w*|\brank\w*", re.I)
 _DESC_CUE = re.compile(r"descend\w*|decreas\w*|\b(?:largest|biggest|highest|greatest|high|big)\s+to\s+"
@@ -428,6 +531,68 @@ class Extreme(_Numeric):
     def answer_sentences(self, spec, answer):
         which = "largest" if spec[0] == "max" else "smallest"
         return [f"The {which} number is {answer}.", f"{answer} is the {which}."]
+
+
+# ------------------------------------------------------------------------------------- first / last
+_FIRST_CUE, _LAST_CUE = re.compile(r"\bfirst\b", re.I), re.compile(r"\blast\b", re.I)
+_LIST_SEP = r"(?:\s*,\s*(?:(?:and|or)\s+)?|\s+(?:and|or)\s+)"
+_WORD_LIST = re.compile(r"[A-Za-z]+(?:" + _LIST_SEP + r"[A-Za-z]+){2,}")
+_PICK_TEMPLATES = {
+    "first": ("What is the first word in this list: {s}?", "Give the first word of: {s}",
+              "Which word is first: {s}?", "Name the first item in {s}.", "Write only the first word: {s}"),
+    "last": ("What is the last word in this list: {s}?", "Give the last word of: {s}",
+             "Which word is last: {s}?", "Name the last item in {s}.", "Write only the last word: {s}"),
+}
+
+
+class Pick(Family):
+    """Copy one word of a list by its position: a task a model of a million parameters learns in minutes."""
+
+    name = "pick"
+    topic = frozenset("word words list item items first last".split())
+
+    def sample_spec(self, rng):
+        return rng.choice(("first", "last")), tuple(rng.sample(tx.WORDS, rng.randint(3, 4)))
+
+    def render(self, spec, rng):
+        mode, words = spec
+        return _pick(rng, _PICK_TEMPLATES[mode], s=", ".join(words))
+
+    def read(self, prompt):
+        text = tx.clean(prompt)
+        first, last = bool(_FIRST_CUE.search(text)), bool(_LAST_CUE.search(text))
+        if first == last:
+            return None
+        runs = [m.group(0) for m in _WORD_LIST.finditer(text)]
+        if not runs:
+            return None
+        words = [w.lower() for w in re.split(_LIST_SEP, max(runs, key=len))]
+        return ("first" if first else "last", tuple(words))
+
+    def solve(self, spec):
+        mode, words = spec
+        return words[0] if mode == "first" else words[-1]
+
+    def candidates(self, spec, text):
+        found = []
+        for w in dict.fromkeys(spec[1]):
+            found += [(w, m.start(), m.end()) for m in re.finditer(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])",
+                                                                   text, re.I)]
+        return sorted(found, key=lambda c: c[1])
+
+    def echoes(self, spec, prompt):
+        """None: every word of the list is in the prompt, so naming several words is not choosing one."""
+        return set()
+
+    def wrong_answers(self, spec, rng):
+        return [w for w in spec[1] if w != self.solve(spec)]
+
+    def mentions(self, spec):
+        return [f"You want the {spec[0]} word of the list.", "This asks me to pick a word from a list.",
+                "You want one item of the list."]
+
+    def answer_sentences(self, spec, answer):
+        return [f"The {spec[0]} word is {answer}.", f"{answer} is {spec[0]}."]
 
 
 # ----------------------------------------------------------------------------------------- word tasks
@@ -695,7 +860,15 @@ class Repeat(Family):
 # Reading order matters where cues overlap: a sort prompt ("largest to smallest") is tried before extreme,
 # a count prompt ("how many times") before repeat, a letter count before a word length.
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Arithmetic(), Sequence(), Sort(), Extreme(), CountLetter(), Length(), Reverse(), Case(), Repeat())}
+    Arithmetic(), Sequence(), Successor(), Parity(), Sort(), Extreme(), Pick(), CountLetter(), Length(), Reverse(),
+    Case(), Repeat())}
+
+
+# The suite a job gets when data.families is unset, and the tiny models' pretraining corpus: the first
+# nine families, as before successor, parity and pick were added, so that the default run's data, base
+# model and measured figures are unchanged. The three are opt-in: data.families=[pick,repeat,extreme].
+DEFAULT_FAMILIES: tuple[str, ...] = ("arithmetic", "sequence", "sort", "extreme", "count", "length", "reverse",
+                                     "case", "repeat")
 
 
 def read_prompt(prompt: str | None) -> tuple[str, tuple] | None:

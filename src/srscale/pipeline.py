@@ -798,7 +798,7 @@ def _longest_streak(scores: list[float | None]) -> int:
 
 def stage_pairs(ctx: Ctx, d: Path, t: int, seed: int, inputs: list) -> dict:
     """Preference pairs from the judged candidates (max vs min mean score, ties dropped)."""
-    cfg, sr, data = ctx.cfg, ctx.cfg.self_reward, ctx.data
+    sr, data = ctx.cfg.self_reward, ctx.data
     rec = stage_record(d, inputs)
     if rec is None:
         d.mkdir(parents=True, exist_ok=True)

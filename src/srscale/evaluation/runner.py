@@ -106,7 +106,7 @@ def evaluate_stage(ctx, source: Path | None, stage: str, step: int, prefix: str 
 
     Resumable: a finished stage is not redone; its record names the model it evaluated.
     """
-    cfg, job, data = ctx.cfg, ctx.job, ctx.data
+    cfg, job = ctx.cfg, ctx.job
     fill_from_data_root(cfg.eval)
     out = job.dir(f"eval/{stage}")
     model_rec = job.records.get(Path(rel(job.root, source)).parts[0]) if source is not None else None

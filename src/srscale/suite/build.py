@@ -29,7 +29,16 @@ from collections.abc import Iterable
 from srscale.errors import SrscaleError
 from srscale.judging import build_judge_prompt
 from srscale.seed_data import SeedData
-from srscale.suite.families import DEFAULT_FAMILIES, FAMILIES, SCALE, Family, Task, corrupt, grade, read_prompt
+from srscale.suite.families import (
+    DEFAULT_FAMILIES,
+    FAMILIES,
+    SCALE,
+    Family,
+    Task,
+    corrupt,
+    grade,
+    read_prompt,
+)
 
 EFT_PER_TASK = 3  # judge examples (of distinct grades) made from one train task
 EVAL_RESPONSES = 4  # responses per eft_eval prompt

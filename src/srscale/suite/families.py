@@ -660,22 +660,30 @@ _LEN_TEMPLATES = ("How many letters are in the word '{w}'?", "How long is the wo
                   "Count the letters in {w}.", "What is the length of '{w}'?", "How many letters does {w} have?")
 
 
-class Length(_Numeric):
-    name = "length"
-    topic = frozenset("length letters long characters count".split())
+class _OneWord:
+    """Tasks about one word of the pool: spec ``(word,)``, read by a cue and the prompt's target word."""
+
+    cue: re.Pattern
+    templates: tuple[str, ...]
 
     def sample_spec(self, rng):
         return (rng.choice(tx.WORDS),)
 
     def render(self, spec, rng):
-        return _pick(rng, _LEN_TEMPLATES, w=spec[0])
+        return _pick(rng, self.templates, w=spec[0])
 
     def read(self, prompt):
         text = tx.clean(prompt)
-        if not _LEN_CUE.search(text):
+        if not self.cue.search(text):
             return None
         word = tx.target_word(text)
         return None if word is None else (word,)
+
+
+class Length(_OneWord, _Numeric):
+    name = "length"
+    topic = frozenset("length letters long characters count".split())
+    cue, templates = _LEN_CUE, _LEN_TEMPLATES
 
     def solve(self, spec):
         return str(len(spec[0]))
@@ -694,22 +702,10 @@ _REVERSE_TEMPLATES = ("Reverse the word '{w}'.", "Spell {w} backwards.", "Write 
                       "What is {w} spelled backwards?", "Reverse the letters of {w}.")
 
 
-class Reverse(Family):
+class Reverse(_OneWord, Family):
     name = "reverse"
     topic = frozenset("reverse reversed reversing backwards backward letters spelled spell".split())
-
-    def sample_spec(self, rng):
-        return (rng.choice(tx.WORDS),)
-
-    def render(self, spec, rng):
-        return _pick(rng, _REVERSE_TEMPLATES, w=spec[0])
-
-    def read(self, prompt):
-        text = tx.clean(prompt)
-        if not _REVERSE_CUE.search(text):
-            return None
-        word = tx.target_word(text)
-        return None if word is None else (word,)
+    cue, templates = _REVERSE_CUE, _REVERSE_TEMPLATES
 
     def solve(self, spec):
         return spec[0][::-1]

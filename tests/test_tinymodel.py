@@ -171,3 +171,16 @@ def test_sft_loss_covers_the_response_tokens_only(built: Path, tmp_path: Path) -
     trained = [i for i, label in zip(ids, labels, strict=True) if label != -100]
     assert tok.decode(trained, skip_special_tokens=True).strip() == "The answer is 42."
     assert tok.eos_token_id in trained[-2:]  # the end of turn is learned, so generation stops
+
+
+@pytest.mark.parametrize(("grouped", "sampler"), [(True, "LengthGroupedSampler"), (False, "RandomSampler")])
+def test_sft_batches_follow_group_by_length(built: Path, tmp_path: Path, grouped: bool, sampler: str) -> None:
+    from srscale.config import SFTConfig
+    from srscale.training import sft_trainer
+
+    tok = AutoTokenizer.from_pretrained(built)
+    model = AutoModelForCausalLM.from_pretrained(built)
+    rows = [{"prompt": "Say 'cat'." + " please" * i, "response": "cat"} for i in range(8)]
+    trainer = sft_trainer(model, tok, rows, SFTConfig(max_steps=1, batch_size=2, group_by_length=grouped),
+                          peft_config=None, output_dir=tmp_path, max_length=128, use_cpu=True)
+    assert type(trainer._get_train_sampler()).__name__ == sampler

@@ -235,6 +235,9 @@ class SFTConfig:
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
     completion_only_loss: bool = True
+    # Batches of similar length (judge prompts are ~10x longer than instructions, and mixing them pads
+    # every batch to the longest). Such batches also hold mostly one task family each.
+    group_by_length: bool = True
     logging_steps: int = 5
 
     def __post_init__(self) -> None:

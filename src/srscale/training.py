@@ -201,9 +201,7 @@ def sft_trainer(model, tokenizer, rows: list[dict], settings: SFTSettings, *, pe
                      warmup_steps=settings.warmup_ratio, weight_decay=settings.weight_decay,
                      max_length=max_length, completion_only_loss=settings.completion_only_loss,
                      packing=False, dataset_num_proc=None,
-                     # Batches of similar length: judge prompts are ~10x longer than instructions,
-                     # and mixing them pads every batch to the longest.
-                     train_sampling_strategy="group_by_length")
+                     train_sampling_strategy="group_by_length" if settings.group_by_length else "random")
     return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                       peft_config=peft_config, callbacks=list(callbacks))
 

@@ -48,7 +48,12 @@ def _tasks(families, n_heldout: int, n_train: int, seed: int):
     return held, train
 
 
+CHAT = False  # --chat: the pipeline's chat template instead of "Question: ... Answer:"
+
+
 def _question(prompt: str) -> str:
+    if CHAT:
+        return f"<|user|>\n{prompt}<|end|>\n<|assistant|>\n"
     return f"Question: {prompt}\nAnswer:"
 
 
@@ -91,7 +96,12 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chat", action="store_true", help="prompts in the pipeline's chat template")
+    p.add_argument("--sentence-forms", action="store_true",
+                   help="every other answer as 'The answer is X.', as the pipeline's IFT rows")
     a = p.parse_args()
+    global CHAT
+    CHAT = a.chat
 
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
@@ -115,9 +125,11 @@ def main() -> None:
           f"pretraining {a.pretrain_steps} steps")
     before = _accuracy(model, tok, held)
     data = []
-    for prompt, answer in train:
+    for i, (prompt, answer) in enumerate(train):
         q = tok(_question(prompt), add_special_tokens=False)["input_ids"]
-        data.append((q, tok(" " + answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]))
+        text = f"The answer is {answer}." if a.sentence_forms and i % 2 else answer
+        text = text if a.chat else " " + text
+        data.append((q, tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]))
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
     rng = random.Random(a.seed)
     rows = [("0", before)]

@@ -48,16 +48,14 @@ def _tasks(families, n_heldout: int, n_train: int, seed: int):
     return held, train
 
 
-CHAT = False  # --chat: the pipeline's chat template instead of "Question: ... Answer:"
-
-
-def _question(prompt: str) -> str:
-    if CHAT:
+def _question(prompt: str, chat: bool) -> str:
+    """The prompt in the pipeline's chat template (``chat``) or as ``Question: ... Answer:``."""
+    if chat:
         return f"<|user|>\n{prompt}<|end|>\n<|assistant|>\n"
     return f"Question: {prompt}\nAnswer:"
 
 
-def _accuracy(model, tok, held) -> dict[str, float]:
+def _accuracy(model, tok, held, chat: bool) -> dict[str, float]:
     from srscale.suite.families import CORRECT_MIN, grade
 
     model.eval()
@@ -65,7 +63,7 @@ def _accuracy(model, tok, held) -> dict[str, float]:
     for fam, pairs in held.items():
         ok = 0
         for prompt, _ in pairs:
-            ids = tok(_question(prompt), return_tensors="pt", add_special_tokens=False)
+            ids = tok(_question(prompt, chat), return_tensors="pt", add_special_tokens=False)
             with torch.no_grad():
                 gen = model.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id,
                                      eos_token_id=tok.eos_token_id)
@@ -100,8 +98,6 @@ def main() -> None:
     p.add_argument("--sentence-forms", action="store_true",
                    help="every other answer as 'The answer is X.', as the pipeline's IFT rows")
     a = p.parse_args()
-    global CHAT
-    CHAT = a.chat
 
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
@@ -123,10 +119,10 @@ def main() -> None:
         tinymodel.pretrain(model, tok, texts, arch)
     print(f"{params / 1e6:.2f}M parameters, {len(train)} train tasks, {a.heldout} held out per family, "
           f"pretraining {a.pretrain_steps} steps")
-    before = _accuracy(model, tok, held)
+    before = _accuracy(model, tok, held, a.chat)
     data = []
     for i, (prompt, answer) in enumerate(train):
-        q = tok(_question(prompt), add_special_tokens=False)["input_ids"]
+        q = tok(_question(prompt, a.chat), add_special_tokens=False)["input_ids"]
         text = f"The answer is {answer}." if a.sentence_forms and i % 2 else answer
         text = text if a.chat else " " + text
         data.append((q, tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]))
@@ -152,7 +148,7 @@ def main() -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step % max(1, a.steps // 4) == 0 or step == a.steps:
-            rows.append((str(step), _accuracy(model, tok, held)))
+            rows.append((str(step), _accuracy(model, tok, held, a.chat)))
     fams = list(held)
     print(f"training: {time.perf_counter() - t0:.0f} s")
     print("| step | " + " | ".join(fams) + " | mean |")

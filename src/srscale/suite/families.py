@@ -322,8 +322,9 @@ class Sequence(_Numeric):
 
 
 # ------------------------------------------------------------------------------ successor, parity
-# Tasks a model of a million parameters can learn in minutes when digits are tokens of their own
-# (model.tiny.split_digits): the answer follows from the last digits by a rule over ten symbols.
+# Opt-in number tasks whose answer follows from the prompt's number by a fixed rule. Measured
+# (docs/cpu_study.md): a model of a million parameters does not learn them in minutes, with whole-number
+# or per-digit tokens; larger rungs may.
 _AFTER_CUE = re.compile(r"\bcomes?\s+after\b|\bfollows?\b|\bone\s+more\s+than\b|\bnext\s+number\s+after\b|"
                         r"\bcount\s+up\b|\bafter\b", re.I)
 _BEFORE_CUE = re.compile(r"\bcomes?\s+before\b|\bprecedes?\b|\bone\s+less\s+than\b|\bcount\s+down\b|"
@@ -376,7 +377,6 @@ class Successor(_Numeric):
         return [f"{answer} comes {mode} {n}.", f"The number is {answer}."]
 
 
-_ODD, _EVEN = re.compile(r"\bodd\b", re.I), re.compile(r"\beven\b", re.I)
 _PARITY_WORD = re.compile(r"\b(odd|even)\b", re.I)
 _PARITY_TEMPLATES = ("Is {n} odd or even?", "Is the number {n} even or odd?", "Say whether {n} is odd or even.",
                      "Tell me if {n} is even or odd.", "Odd or even: {n}?")
@@ -395,7 +395,7 @@ class Parity(Family):
     def read(self, prompt):
         text = tx.clean(prompt)
         nums = tx.ints(text)
-        if len(nums) != 1 or not (_ODD.search(text) and _EVEN.search(text)):
+        if len(nums) != 1 or {v for v, _, _ in self.candidates((), text)} != {"odd", "even"}:
             return None
         return (nums[0],)
 

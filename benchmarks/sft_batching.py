@@ -4,7 +4,9 @@ Variants (each a fresh copy of the default base model, trained by ``srscale.trai
 default IFT+EFT rows shuffled as the pipeline shuffles them; only ``SFTConfig``'s batching arguments
 differ):
 
-- ``group_by_length``: padded batches of similar length (srscale's setting before this benchmark);
+- ``kind``: padded batches of IFT rows or EFT rows, random within the kind (srscale's default,
+  ``train.sft.batching=kind``);
+- ``group_by_length``: padded batches of similar length (``train.sft.batching=length``);
 - ``random``: padded batches in random order (what grouping buys);
 - ``padding_free``: each batch flattened into one sequence with per-example ``position_ids``, no
   padding (TRL needs ``max_length=None`` for it without packing);
@@ -17,7 +19,7 @@ padded loss (the model sees the examples separately either way).
     PYTHONPATH=src python benchmarks/sft_batching.py --repeats 2 --epochs 1 [--save-m1 DIR]
 
 Variants run interleaved (ABCD ABCD ...) so that machine load hits them alike; the table prints the
-median time per variant and the ratio to ``group_by_length``.
+median time per variant and the ratio to the first variant named.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from default_job import base_model_path, default_config, default_data, load  # noqa: E402
 
+# name -> (train.sft.batching, extra trl.SFTConfig arguments)
 VARIANTS = {
-    "group_by_length": dict(packing=False, padding_free=False, train_sampling_strategy="group_by_length"),
-    "random": dict(packing=False, padding_free=False, train_sampling_strategy="random"),
-    "padding_free": dict(packing=False, padding_free=True, max_length=None, train_sampling_strategy="random"),
-    "packing": dict(packing=True, padding_free=False, train_sampling_strategy="random"),
+    "kind": ("kind", dict(packing=False, padding_free=False)),
+    "group_by_length": ("length", dict(packing=False, padding_free=False)),
+    "random": ("random", dict(packing=False, padding_free=False)),
+    "padding_free": ("random", dict(packing=False, padding_free=True, max_length=None)),
+    "packing": ("random", dict(packing=True, padding_free=False)),
 }
 
 
@@ -65,7 +69,8 @@ class batching:
 
 def sft_rows(cfg) -> list[dict]:
     data = default_data(cfg)
-    rows = data.ift + [{"prompt": r["prompt"], "response": r["response"]} for r in data.eft]
+    rows = ([{**r, "kind": "ift"} for r in data.ift]
+            + [{"prompt": r["prompt"], "response": r["response"], "kind": "eft"} for r in data.eft])
     random.Random(cfg.seed).shuffle(rows)
     return rows
 
@@ -104,8 +109,9 @@ def run_variant(cfg, rows, name: str, epochs: float, out: Path) -> dict:
     from srscale.training import sft
 
     model, tok = load(cfg)
-    settings = dataclasses.replace(cfg.train.sft, epochs=epochs, logging_steps=10)
-    with batching(VARIANTS[name]):
+    mode, overrides = VARIANTS[name]
+    settings = dataclasses.replace(cfg.train.sft, epochs=epochs, logging_steps=10, batching=mode)
+    with batching(overrides):
         start = time.perf_counter()
         _, result = sft(model, tok, rows, settings, peft_config=None, output_dir=out, max_length=cfg.model.max_length,
                         seed=cfg.seed)

@@ -173,14 +173,22 @@ def test_sft_loss_covers_the_response_tokens_only(built: Path, tmp_path: Path) -
     assert tok.eos_token_id in trained[-2:]  # the end of turn is learned, so generation stops
 
 
-@pytest.mark.parametrize(("grouped", "sampler"), [(True, "LengthGroupedSampler"), (False, "RandomSampler")])
-def test_sft_batches_follow_group_by_length(built: Path, tmp_path: Path, grouped: bool, sampler: str) -> None:
+@pytest.mark.parametrize(("batching", "sampler"), [("length", "LengthGroupedSampler"), ("random", "RandomSampler"),
+                                                 ("kind", "GroupedBatchSampler")])
+def test_sft_batches_follow_the_batching_setting(built: Path, tmp_path: Path, batching: str, sampler: str) -> None:
     from srscale.config import SFTConfig
     from srscale.training import sft_trainer
 
     tok = AutoTokenizer.from_pretrained(built)
     model = AutoModelForCausalLM.from_pretrained(built)
-    rows = [{"prompt": "Say 'cat'." + " please" * i, "response": "cat"} for i in range(8)]
-    trainer = sft_trainer(model, tok, rows, SFTConfig(max_steps=1, batch_size=2, group_by_length=grouped),
+    rows = [{"prompt": "Say 'cat'." + " please" * i, "response": "cat", "kind": "ift" if i % 2 else "eft"}
+            for i in range(8)]
+    trainer = sft_trainer(model, tok, rows, SFTConfig(max_steps=1, batch_size=2, batching=batching),
                           peft_config=None, output_dir=tmp_path, max_length=128, use_cpu=True)
-    assert type(trainer._get_train_sampler()).__name__ == sampler
+    got = trainer._get_train_sampler()
+    assert type(got).__name__ == sampler
+    if batching == "kind":  # the trainer's own dataloader yields batches of one kind each
+        for batch in trainer.get_train_dataloader():
+            kinds = {rows[i]["kind"] for i in range(8) if any(
+                tok.decode(ids).count("please") == i for ids in batch["input_ids"])}
+            assert len(kinds) == 1

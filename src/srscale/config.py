@@ -221,6 +221,9 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
                  "inverse_sqrt")
 
 
+SFT_BATCHING = ("kind", "length", "random")
+
+
 @dataclass
 class SFTConfig:
     """Supervised fine-tuning on IFT+EFT. Paper: lr 5.5e-6 decaying to 1.1e-6, batch 16, dropout 0.1."""
@@ -235,9 +238,11 @@ class SFTConfig:
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
     completion_only_loss: bool = True
-    # Batches of similar length (judge prompts are ~10x longer than instructions, and mixing them pads
-    # every batch to the longest). Such batches also hold mostly one task family each.
-    group_by_length: bool = True
+    # How SFT rows form batches. kind: each batch is IFT rows or EFT rows, at random within its kind
+    # (srscale/batching.py; judge rows are ~10x longer than instructions, so this pads little and mixes
+    # task families); length: transformers' length-grouped batches (pads least, but batches hold mostly
+    # one task family, which the tiny models cannot learn from); random: plain shuffled batches.
+    batching: str = "kind"
     logging_steps: int = 5
 
     def __post_init__(self) -> None:
@@ -248,6 +253,7 @@ class SFTConfig:
         _positive("train.sft.grad_accum", self.grad_accum)
         _unit("train.sft.warmup_ratio", self.warmup_ratio)
         _positive("train.sft.logging_steps", self.logging_steps)
+        _choice("train.sft.batching", self.batching, SFT_BATCHING)
 
 
 @dataclass

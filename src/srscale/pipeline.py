@@ -455,7 +455,8 @@ def stage_sft(ctx: Ctx) -> Path | None:
     rec = stage_record(d, inputs)
     if rec is None:
         job.heartbeat("sft")
-        rows = ctx.data.ift + [{"prompt": r["prompt"], "response": r["response"]} for r in ctx.data.eft]
+        rows = ([{**r, "kind": "ift"} for r in ctx.data.ift]
+                + [{"prompt": r["prompt"], "response": r["response"], "kind": "eft"} for r in ctx.data.eft])
         random.Random(cfg.seed).shuffle(rows)
         cost = Cost()
         with measure(cost):

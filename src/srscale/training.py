@@ -170,6 +170,8 @@ def sft(model, tokenizer, rows: list[dict], settings: SFTSettings, *, peft_confi
         gradient_checkpointing: bool = False, use_cpu: bool | None = None):
     """Supervised fine-tuning on ``{"prompt", "response"}`` rows; loss on the response tokens only.
 
+    A row's optional ``"kind"`` ("ift", "eft") groups batches under ``settings.batching == "kind"``.
+
     Returns ``(model, TrainResult)``; the model is a ``PeftModel`` when ``peft_config`` is given.
     Saves the adapter (or full weights) and the tokenizer to ``output_dir/model``.
     """
@@ -201,9 +203,26 @@ def sft_trainer(model, tokenizer, rows: list[dict], settings: SFTSettings, *, pe
                      warmup_steps=settings.warmup_ratio, weight_decay=settings.weight_decay,
                      max_length=max_length, completion_only_loss=settings.completion_only_loss,
                      packing=False, dataset_num_proc=None,
-                     train_sampling_strategy="group_by_length" if settings.group_by_length else "random")
-    return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                      peft_config=peft_config, callbacks=list(callbacks))
+                     train_sampling_strategy="group_by_length" if settings.batching == "length" else "random")
+    cls = SFTTrainer
+    if settings.batching == "kind":
+        cls = _kind_batched(SFTTrainer, [r.get("kind", "") for r in rows], seed)
+    return cls(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+               peft_config=peft_config, callbacks=list(callbacks))
+
+
+def _kind_batched(trainer_cls, kinds: list[str], seed: int):
+    """``trainer_cls`` whose training batches each hold rows of one ``kind`` (srscale.batching)."""
+    from srscale.batching import GroupedBatchSampler
+
+    class KindBatchedTrainer(trainer_cls):
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            if len(dataset) != len(kinds):  # TRL dropped or added rows: the kinds no longer line up
+                raise RuntimeError(f"SFT dataset has {len(dataset)} rows but {len(kinds)} kinds were given")
+            return GroupedBatchSampler(kinds, self.args.per_device_train_batch_size, seed)
+
+    return KindBatchedTrainer
 
 
 def _finish(result: TrainResult, out, args, trainer) -> None:

@@ -192,3 +192,24 @@ def test_sft_batches_follow_the_batching_setting(built: Path, tmp_path: Path, ba
             kinds = {rows[i]["kind"] for i in range(8) if any(
                 tok.decode(ids).count("please") == i for ids in batch["input_ids"])}
             assert len(kinds) == 1
+
+
+def test_kind_batches_follow_the_rows_trl_drops(built: Path, tmp_path: Path) -> None:
+    """A row truncated away entirely (its prompt fills max_length) is dropped by TRL; kinds still line up."""
+    from srscale.config import SFTConfig
+    from srscale.training import sft_trainer
+
+    tok = AutoTokenizer.from_pretrained(built)
+    model = AutoModelForCausalLM.from_pretrained(built)
+    rows = [{"prompt": f"Say 'cat' {i} times.", "response": "cat", "kind": "ift"} for i in range(5)]
+    rows += [{"prompt": f"Judge {i}: 'dog'.", "response": "Score: 3", "kind": "eft"} for i in range(4)]
+    rows.insert(2, {"prompt": "please " * 300, "response": "cat", "kind": "ift"})
+    trainer = sft_trainer(model, tok, rows, SFTConfig(max_steps=1, batch_size=2, batching="kind"),
+                          peft_config=None, output_dir=tmp_path, max_length=64, use_cpu=True)
+    assert len(trainer.train_dataset) == 9
+    seen = 0
+    for batch in trainer.get_train_dataloader():
+        texts = [tok.decode(ids) for ids in batch["input_ids"]]
+        assert len({"Judge" in t for t in texts}) == 1, texts
+        seen += len(texts)
+    assert seen == 9

@@ -196,30 +196,35 @@ def sft_trainer(model, tokenizer, rows: list[dict], settings: SFTSettings, *, pe
 
     use_cpu = _use_cpu(model, use_cpu)
     tokenizer.padding_side = "right"
-    data = Dataset.from_list(_to_chat([{"prompt": r["prompt"], "completion": r["response"]} for r in rows],
-                                      ("completion",)))
+    chat = _to_chat([{"prompt": r["prompt"], "completion": r["response"]} for r in rows], ("completion",))
+    if settings.batching == "kind":  # a column, so it follows the rows TRL drops (truncated) or reorders
+        chat = [{**c, "kind": r.get("kind", "")} for c, r in zip(chat, rows, strict=True)]
+    data = Dataset.from_list(chat)
     args = SFTConfig(**_common_args(settings, output_dir / "trainer", seed, use_cpu, precision, SFT_MIN_LR_RATIO,
                                     gradient_checkpointing),
                      warmup_steps=settings.warmup_ratio, weight_decay=settings.weight_decay,
                      max_length=max_length, completion_only_loss=settings.completion_only_loss,
                      packing=False, dataset_num_proc=None,
                      train_sampling_strategy="group_by_length" if settings.batching == "length" else "random")
-    cls = SFTTrainer
-    if settings.batching == "kind":
-        cls = _kind_batched(SFTTrainer, [r.get("kind", "") for r in rows], seed)
+    cls = _kind_batched(SFTTrainer, seed) if settings.batching == "kind" else SFTTrainer
     return cls(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                peft_config=peft_config, callbacks=list(callbacks))
 
 
-def _kind_batched(trainer_cls, kinds: list[str], seed: int):
-    """``trainer_cls`` whose training batches each hold rows of one ``kind`` (srscale.batching)."""
+def _kind_batched(trainer_cls, seed: int):
+    """``trainer_cls`` whose training batches each hold rows of one ``kind`` (srscale.batching).
+
+    The kinds are read from the prepared dataset's ``kind`` column, so rows TRL dropped (fully
+    truncated) or shuffled keep theirs; the column is not a model input and never reaches the collator.
+    """
     from srscale.batching import GroupedBatchSampler
 
     class KindBatchedTrainer(trainer_cls):
         def _get_train_sampler(self, train_dataset=None):
+            kinds = list(self.train_dataset["kind"])
             dataset = self.train_dataset if train_dataset is None else train_dataset
-            if len(dataset) != len(kinds):  # TRL dropped or added rows: the kinds no longer line up
-                raise RuntimeError(f"SFT dataset has {len(dataset)} rows but {len(kinds)} kinds were given")
+            if len(dataset) != len(kinds):
+                raise RuntimeError(f"SFT dataset has {len(dataset)} rows but its kind column {len(kinds)}")
             return GroupedBatchSampler(kinds, self.args.per_device_train_batch_size, seed)
 
     return KindBatchedTrainer

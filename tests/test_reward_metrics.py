@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import random
 import warnings
+from itertools import combinations
 
 import pytest
 from scipy.stats import kendalltau, spearmanr
 
-from srscale.evaluation.reward_metrics import reward_model_metrics
+from srscale.evaluation.reward_metrics import pairwise_chance, reward_model_metrics
 
 
 def no_nan(metrics: dict) -> None:
@@ -119,3 +121,57 @@ def test_five_best_threshold_and_shared_top():
 def test_mismatched_lengths_raise():
     with pytest.raises(ValueError, match="item 0"):
         reward_model_metrics([{"gold": [1, 2], "pred": [1]}])
+
+
+# ------------------------------------------------------------------------------------------ chance level
+def _brute_force_chance(items):
+    """Mean over every assignment of each prompt's predictions to its responses (all permutations)."""
+    from itertools import permutations, product
+
+    per_item = [list(permutations(p)) for _, p in items]
+    total = sum(sum(g[a] != g[b] for a, b in combinations(range(len(g)), 2)) for g, _ in items)
+    accs = []
+    for choice in product(*per_item):
+        hits = 0
+        for (g, _), p in zip(items, choice):
+            hits += sum((p[a] > p[b]) - (p[a] < p[b]) == (g[a] > g[b]) - (g[a] < g[b])
+                        for a, b in combinations(range(len(g)), 2) if g[a] != g[b])
+        accs.append(hits / total)
+    return sum(accs) / len(accs)
+
+
+def test_pairwise_chance_is_the_exact_mean_over_shuffles():
+    items = [([5, 3, 1, 0], [4, 4, 2, 1]), ([2, 2, 5], [3, 1, 3]), ([4, 0], [5, 5])]
+    chance, _ = pairwise_chance(items)
+    assert chance == pytest.approx(_brute_force_chance(items))
+
+
+def test_pairwise_chance_keeps_the_judges_ties():
+    distinct = [([5, 4, 2, 0], [1, 2, 3, 4])] * 10
+    assert pairwise_chance(distinct)[0] == pytest.approx(0.5)
+    constant = [([5, 4, 2, 0], [3, 3, 3, 3])] * 10
+    chance, p = pairwise_chance(constant)
+    assert chance == 0.0 and p == 1.0
+
+
+def test_pairwise_p_separates_a_good_judge_from_a_shuffled_one():
+    rng = random.Random(3)
+    good = [([5, 4, 2, 0], [5, 4, 2, 1]) for _ in range(50)]
+    m = reward_model_metrics({"gold": g, "pred": p} for g, p in good)
+    assert m["pairwise_accuracy"] == 1.0 and m["pairwise_p"] < 0.01
+    assert m["pairwise_chance"] == pytest.approx(0.5)
+    # Judges that shuffle their scores: p is about uniform over them, so about 5% reach p < 0.05.
+    ps = []
+    for trial in range(100):
+        noise = []
+        for _ in range(50):
+            pred = [5, 4, 2, 1]
+            rng.shuffle(pred)
+            noise.append(([5, 4, 2, 0], pred))
+        ps.append(pairwise_chance(noise, seed=trial, permutations=200)[1])
+    assert sum(p < 0.05 for p in ps) <= 12 and 0.35 < sum(ps) / len(ps) < 0.65
+
+
+def test_pairwise_chance_is_none_without_gold_pairs():
+    m = reward_model_metrics([{"gold": [3, 3], "pred": [1, 5]}])
+    assert m["pairwise_chance"] is None and m["pairwise_p"] is None

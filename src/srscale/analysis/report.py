@@ -26,6 +26,7 @@ from srscale.analysis.study import REPORT_TAG, Study, load_study
 KEY_METRICS = [
     (F.TASK, "task accuracy"),
     (F.JUDGE, "judge pairwise acc."),
+    ("eval/rm/pairwise_chance", "its chance level"),
     ("eval/rm/parse_rate", "judge parse rate"),
     (F.PARSE_FAILURES, "parse failures"),
     (F.CHOSEN_LEN, "chosen length"),

@@ -10,6 +10,12 @@ Definitions (a metric with nothing to average over is ``None``, never NaN):
 * ``pairwise_accuracy``: over response pairs of the same prompt with *different* gold scores and both
   predictions valid, the fraction that the predictions order the same way. A prediction tie on such a
   pair counts as **wrong** (the judge failed to separate them). Pairs tied in gold are not counted.
+* ``pairwise_chance``: the expected ``pairwise_accuracy`` of the same judge with its valid predictions
+  shuffled among the responses of each prompt (exact, not sampled): it keeps the judge's score
+  distribution and its ties, so a judge that gives most responses one score has a low chance level.
+  A uniformly random 0-5 judge would have 15/36; a constant one 0.
+* ``pairwise_p``: the share of ``PERMUTATIONS`` such within-prompt shuffles (seeded, so reproducible)
+  whose pairwise accuracy is at least the judge's (a one-sided permutation test; +1 smoothed, so never 0).
 * ``exact_match``: over prompts with >= 2 responses, all predictions valid, the fraction whose order by
   prediction equals the order by gold *as a weak order*: every pair must compare the same way (<, =, >)
   in both, so gold ties must be prediction ties and vice versa.
@@ -26,12 +32,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+import random
 from itertools import combinations
 from typing import Any
 
 from scipy.stats import kendalltau, spearmanr
 
 FIVE_BEST_MIN = 4.5  # a prediction at or above this counts as "scored 5"
+PERMUTATIONS = 1000  # within-prompt shuffles for pairwise_p
 
 
 def _valid(x: float | None) -> bool:
@@ -60,6 +68,45 @@ def _mean(xs: Sequence[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def _pairs_correct(gold: Sequence[float], pred: Sequence[float]) -> int:
+    return sum(_sign(pred[a] - pred[b]) == _sign(gold[a] - gold[b])
+               for a, b in combinations(range(len(gold)), 2) if gold[a] != gold[b])
+
+
+def _expected_correct(gold: Sequence[float], pred: Sequence[float]) -> float:
+    """E[pairs ordered right] when ``pred`` is assigned to the responses in a uniformly random order.
+
+    A gold-ordered pair receives two distinct predictions drawn without replacement; they order it
+    right with probability (pairs of unequal predictions) / (n (n - 1)), the same for every pair.
+    """
+    n = len(pred)
+    if n < 2:
+        return 0.0
+    unequal = sum(p != q for p, q in combinations(pred, 2))
+    gold_pairs = sum(g != h for g, h in combinations(gold, 2))
+    return gold_pairs * unequal / (n * (n - 1))
+
+
+def pairwise_chance(valid_items: Sequence[tuple[Sequence[float], Sequence[float]]], seed: int = 0,
+                    permutations: int = PERMUTATIONS) -> tuple[float | None, float | None]:
+    """(chance level, one-sided permutation p) of pairwise accuracy over (gold, pred) of valid responses."""
+    total = sum(sum(g != h for g, h in combinations(gold, 2)) for gold, _ in valid_items)
+    if not total:
+        return None, None
+    observed = sum(_pairs_correct(g, p) for g, p in valid_items)
+    chance = sum(_expected_correct(g, p) for g, p in valid_items) / total
+    rng = random.Random(seed)
+    shuffled = [list(p) for _, p in valid_items]
+    at_least = 0
+    for _ in range(permutations):
+        hits = 0
+        for (gold, _), pred in zip(valid_items, shuffled, strict=True):
+            rng.shuffle(pred)
+            hits += _pairs_correct(gold, pred)
+        at_least += hits >= observed
+    return chance, (at_least + 1) / (permutations + 1)
+
+
 def reward_model_metrics(items: Iterable[Mapping[str, Sequence[float | None]]]) -> dict[str, Any]:
     """Table-4 metrics over ``items`` (see the module docstring for exact definitions)."""
     n_items = n_responses = n_valid = 0
@@ -70,6 +117,7 @@ def reward_model_metrics(items: Iterable[Mapping[str, Sequence[float | None]]]) 
     taus: list[float] = []
     pooled_gold: list[float] = []
     pooled_pred: list[float] = []
+    valid_items: list[tuple[list[float], list[float]]] = []
 
     for idx, item in enumerate(items):
         gold = [float(g) for g in item["gold"]]
@@ -86,6 +134,7 @@ def reward_model_metrics(items: Iterable[Mapping[str, Sequence[float | None]]]) 
         p_ok = [float(pred[i]) for i in ok]
         pooled_gold += g_ok
         pooled_pred += p_ok
+        valid_items.append((g_ok, p_ok))
 
         for a, b in combinations(range(len(ok)), 2):
             gs = _sign(g_ok[a] - g_ok[b])
@@ -113,6 +162,7 @@ def reward_model_metrics(items: Iterable[Mapping[str, Sequence[float | None]]]) 
             taus.append(tau)
 
     pooled_rho, pooled_tau = _correlations(pooled_gold, pooled_pred)
+    chance, p_value = pairwise_chance(valid_items)
     return {
         "n_items": n_items,
         "n_responses": n_responses,
@@ -120,6 +170,8 @@ def reward_model_metrics(items: Iterable[Mapping[str, Sequence[float | None]]]) 
         "parse_rate": n_valid / n_responses if n_responses else None,
         "pairwise_accuracy": pair_correct / pair_total if pair_total else None,
         "n_pairs": pair_total,
+        "pairwise_chance": chance,
+        "pairwise_p": p_value,
         "exact_match": em_hits / em_total if em_total else None,
         "n_exact_match_items": em_total,
         "five_best": five_hits / five_total if five_total else None,

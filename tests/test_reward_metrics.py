@@ -133,7 +133,7 @@ def _brute_force_chance(items):
     accs = []
     for choice in product(*per_item):
         hits = 0
-        for (g, _), p in zip(items, choice):
+        for (g, _), p in zip(items, choice, strict=True):
             hits += sum((p[a] > p[b]) - (p[a] < p[b]) == (g[a] > g[b]) - (g[a] < g[b])
                         for a, b in combinations(range(len(g)), 2) if g[a] != g[b])
         accs.append(hits / total)

@@ -31,8 +31,8 @@ Definitions (a metric with nothing to average over is ``None``, never NaN):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
 import random
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import combinations
 from typing import Any
 

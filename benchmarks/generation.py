@@ -1,5 +1,6 @@
 """Generation throughput, side by side: srscale's candidate and judging paths on each backend, raw
-batched ``model.generate`` and a per-prompt loop, on the default tiny model (``conf/model/tiny.yaml``).
+batched ``model.generate`` and a per-prompt loop, on ``tiny_1m`` (the default until 2026-12-04; vLLM's CPU
+attention refuses the default ``tiny_300k``'s head size of 16).
 
     python benchmarks/generation.py                       # 3 repeats, interleaved; hf and vllm
     python benchmarks/generation.py --repeats 5 --threads 1 --backends hf
@@ -40,7 +41,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 # ------------------------------------------------------------------------------ setup
 def default_model(cache_dir: str) -> tuple[str, str]:
-    """The default run's model (``model=tiny``) and judge template, built or taken from the cache."""
+    """``tiny_1m`` and the default judge template, built or taken from the cache."""
     from omegaconf import OmegaConf
 
     from srscale.config import TinyArchConfig

@@ -33,7 +33,7 @@ from srscale.config import TinyArchConfig
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 BOS, EOS, PAD = "<|bos|>", "<|end|>", "<|pad|>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
 
@@ -117,13 +117,17 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 
 def _default_eval_prompts() -> list[str]:
-    """Held-out prompts of the default suite (data.seed, data.sizes defaults): kept out of pretraining."""
+    """Held-out prompts of the default suite and of the nine-family one (``data.families=null``), with
+    ``data.seed`` and ``data.sizes`` at their defaults: kept out of pretraining."""
     from srscale.config import DataConfig
     from srscale.suite.build import build_suite
 
     data = DataConfig()
-    suite = build_suite(data.sizes, seed=data.seed, judge_template="{prompt} {response}")
-    return [r["prompt"] for split in (suite.heldout, suite.eft_eval, suite.probe, suite.seed_prompts) for r in split]
+    out: list[str] = []
+    for families in (data.families, None):
+        suite = build_suite(data.sizes, seed=data.seed, judge_template="{prompt} {response}", families=families)
+        out += [r["prompt"] for split in (suite.heldout, suite.eft_eval, suite.probe, suite.seed_prompts) for r in split]
+    return out
 
 
 def build_tiny_model(arch: TinyArchConfig, out: Path, tokenizer_extra: tuple[str, ...] = ()) -> None:

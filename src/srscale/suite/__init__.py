@@ -1,7 +1,7 @@
 """The bundled verifiable instruction suite: seeded task families with checkers, and the seed-data builder.
 
-- :mod:`srscale.suite.families` — ``Task``, ``FAMILIES`` (``DEFAULT_FAMILIES``: a job's suite when
-  ``data.families`` is unset), ``read_prompt``, ``grade`` (0-5), ``is_correct``,
+- :mod:`srscale.suite.families` — ``Task``, ``FAMILIES`` (``LEARNABLE_FAMILIES``: a job's suite by
+  default; ``DEFAULT_FAMILIES``: with ``data.families=null``, and the tiny models' pretraining corpus), ``read_prompt``, ``grade`` (0-5), ``is_correct``,
   ``corrupt`` (a response of a chosen grade), ``reference_answer``.
 - :mod:`srscale.suite.build` — ``build_suite`` (all seven :class:`~srscale.seed_data.SeedData` splits) and
   ``pretrain_corpus`` (plain question/answer text for the base model, no judge format).

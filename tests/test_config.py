@@ -48,6 +48,17 @@ def test_default_is_tiny_model_with_suite_data() -> None:
     assert "{prompt}" in cfg.judge.template and "{response}" in cfg.judge.template
 
 
+def test_default_suite_and_model_are_the_learnable_ones() -> None:
+    """The default learns its tasks (docs/cpu_study.md): the copying families on tiny_300k."""
+    from srscale.suite.families import LEARNABLE_FAMILIES
+
+    cfg = compose_cfg([])
+    assert cfg.data.families == list(LEARNABLE_FAMILIES)
+    assert cfg.model.tiny == compose_cfg(["model=tiny_300k"]).model.tiny
+    assert cfg.train.sft.batching == "kind"
+    assert compose_cfg(["data.families=null"]).data.families is None  # the nine of DEFAULT_FAMILIES
+
+
 def test_paper_values_are_schema_defaults() -> None:
     cfg = compose_cfg(["train=paper", "self_reward=paper", "judge=paper"])
     assert cfg.train.sft.learning_rate == 5.5e-6

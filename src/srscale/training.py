@@ -221,11 +221,8 @@ def _kind_batched(trainer_cls, seed: int):
 
     class KindBatchedTrainer(trainer_cls):
         def _get_train_sampler(self, train_dataset=None):
-            kinds = list(self.train_dataset["kind"])
-            dataset = self.train_dataset if train_dataset is None else train_dataset
-            if len(dataset) != len(kinds):
-                raise RuntimeError(f"SFT dataset has {len(dataset)} rows but its kind column {len(kinds)}")
-            return GroupedBatchSampler(kinds, self.args.per_device_train_batch_size, seed)
+            # train_dataset (if given) is this one with the non-input columns removed, same rows
+            return GroupedBatchSampler(list(self.train_dataset["kind"]), self.args.per_device_train_batch_size, seed)
 
     return KindBatchedTrainer
 

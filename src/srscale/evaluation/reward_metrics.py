@@ -68,7 +68,13 @@ def _mean(xs: Sequence[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def _gold_pairs(gold: Sequence[float]) -> int:
+    """Response pairs of one prompt that gold orders (gold ties are not pairs)."""
+    return sum(g != h for g, h in combinations(gold, 2))
+
+
 def _pairs_correct(gold: Sequence[float], pred: Sequence[float]) -> int:
+    """Gold-ordered pairs that ``pred`` orders the same way (a prediction tie is wrong)."""
     return sum(_sign(pred[a] - pred[b]) == _sign(gold[a] - gold[b])
                for a, b in combinations(range(len(gold)), 2) if gold[a] != gold[b])
 
@@ -83,14 +89,13 @@ def _expected_correct(gold: Sequence[float], pred: Sequence[float]) -> float:
     if n < 2:
         return 0.0
     unequal = sum(p != q for p, q in combinations(pred, 2))
-    gold_pairs = sum(g != h for g, h in combinations(gold, 2))
-    return gold_pairs * unequal / (n * (n - 1))
+    return _gold_pairs(gold) * unequal / (n * (n - 1))
 
 
 def pairwise_chance(valid_items: Sequence[tuple[Sequence[float], Sequence[float]]], seed: int = 0,
                     permutations: int = PERMUTATIONS) -> tuple[float | None, float | None]:
     """(chance level, one-sided permutation p) of pairwise accuracy over (gold, pred) of valid responses."""
-    total = sum(sum(g != h for g, h in combinations(gold, 2)) for gold, _ in valid_items)
+    total = sum(_gold_pairs(gold) for gold, _ in valid_items)
     if not total:
         return None, None
     observed = sum(_pairs_correct(g, p) for g, p in valid_items)
@@ -136,12 +141,8 @@ def reward_model_metrics(items: Iterable[Mapping[str, Sequence[float | None]]]) 
         pooled_pred += p_ok
         valid_items.append((g_ok, p_ok))
 
-        for a, b in combinations(range(len(ok)), 2):
-            gs = _sign(g_ok[a] - g_ok[b])
-            if gs == 0:
-                continue
-            pair_total += 1
-            pair_correct += _sign(p_ok[a] - p_ok[b]) == gs
+        pair_total += _gold_pairs(g_ok)
+        pair_correct += _pairs_correct(g_ok, p_ok)
 
         if len(gold) >= 2 and len(ok) == len(gold):
             em_total += 1

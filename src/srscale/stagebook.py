@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -32,6 +34,7 @@ DONE = "DONE.json"
 LOGGED = "LOGGED"
 MODEL_CONFIGS = ("config.json", "adapter_config.json")
 MODEL_WEIGHTS = (".safetensors", ".bin")
+KILL_AT_STAGE = "SRSCALE_KILL_AT_STAGE"  # fault injection: see Job.heartbeat
 
 
 # ------------------------------------------------------------------------------ output checks (pure-ish)
@@ -247,9 +250,13 @@ class Job:
         return d
 
     def heartbeat(self, stage: str) -> None:
+        """Record that ``stage`` is starting. ``$SRSCALE_KILL_AT_STAGE=<stage>`` makes the process
+        SIGKILL itself right after this record (a preemption at a known point, for resume tests)."""
         from srscale import jobstate
 
         jobstate.write_state(self.root, "running", stage=stage)
+        if os.environ.get(KILL_AT_STAGE) == stage:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def log_points(self, metrics: dict[str, Any], step: int) -> None:
         """Log ``metrics`` at ``step``, skipping any (key, step) the run already holds."""

@@ -31,6 +31,7 @@ def job(model, lora, seed, base, last=2, outcome="passed", stage=None, variants=
     metrics = {
         "eval/task/accuracy": series(base, 0.02, seed, last),
         "eval/rm/pairwise_accuracy": series(base + 0.3, 0.01, seed, last),
+        "eval/rm/pairwise_chance": series(base + 0.1, 0.0, seed, last),
         "iter/parse_failure_rate": stages([0.1 / t + 0.01 * seed for t in range(1, last + 1)], 1),
         "iter/chosen_len_mean": stages([20.0 + 3 * t for t in range(1, last + 1)], 1),
         "iter/rejected_len_mean": stages([18.0 + t for t in range(1, last + 1)], 1),
@@ -154,6 +155,18 @@ def test_stage_figure_marks_disqualified_configurations(tables):
     hollow = [c for c in points if len(c.get_facecolors()) == 0]
     assert hollow and all(c.get_offsets()[:, 0].tolist() == [1_240_000] for c in hollow)
     assert full.get_xscale() == "log"
+
+
+def test_judge_figure_draws_each_stages_chance_level_dashed(tables):
+    fig = analysis.stage_metric_figure(tables, "eval/rm/pairwise_accuracy", reference="eval/rm/pairwise_chance")
+    full = next(ax for ax in fig.axes if ax.get_title() == "full")
+    dashed = {line.get_label(): line for line in full.get_lines() if line.get_linestyle() == "--"}
+    assert set(dashed) == {"chance (SFT)", "chance (iter 1)", "chance (iter 2)"}
+    sft = dashed["chance (SFT)"]
+    # tiny_1m and tiny_4m (tiny_300k never reached SFT): chance = base + 0.1 + seed / 200, mean over seeds
+    assert sft.get_xdata().tolist() == [1_240_000, 4_500_000]
+    assert sft.get_ydata().tolist() == pytest.approx([0.155, 0.305])
+    assert not [t.get_text() for t in full.get_xticklabels(minor=True) if t.get_text()]  # decades only
 
 
 def test_gain_iteration_lora_and_benchmark_figures_draw(tables):

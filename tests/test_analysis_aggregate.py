@@ -153,6 +153,24 @@ def test_gain_over_sft_is_paired_within_each_seed():
     assert 0 not in g.reset_index()["step"].tolist()
 
 
+def test_intervals_stop_at_the_range_each_metric_can_take():
+    runs = pd.DataFrame([run(k, "m|full", k) for k in "abc"])
+    hist = history({"a": {"eval/rm/parse_rate": [0.95, 0.0], "iter/dpo_reward_margin": [0.0, -0.5]},
+                    "b": {"eval/rm/parse_rate": [0.99, 1.0], "iter/dpo_reward_margin": [0.1, 0.5]},
+                    "c": {"eval/rm/parse_rate": [1.0, 1.0], "iter/dpo_reward_margin": [0.0, 0.0]}})
+    rows = expand(runs, hist)
+    s = summarize(rows).set_index(["metric", "step"])
+    assert s.loc[("eval/rm/parse_rate", 0), "high"] == 1.0  # the t interval reaches 1.04
+    assert s.loc[("eval/rm/parse_rate", 0), "low"] == pytest.approx(0.98 - T_975_2 * s.loc[("eval/rm/parse_rate", 0), "sd"]
+                                                                     / math.sqrt(3))
+    assert s.loc[("eval/rm/parse_rate", 1), "low"] == 0.0
+    margin = s.loc[("iter/dpo_reward_margin", 1)]  # unbounded: the plain t interval
+    assert margin["low"] == pytest.approx(-T_975_2 * 0.5 / math.sqrt(3))
+    g = gains(rows, "eval/rm/parse_rate").set_index("step")  # per seed -0.95, +0.01, 0: t gives [-1.68, 1.05]
+    assert (g.loc[1, "gain_low"], g.loc[1, "gain_high"]) == (-1.0, 1.0)  # a gain of a fraction lies in [-1, 1]
+    assert g.loc[1, "gain"] == pytest.approx(-0.94 / 3)
+
+
 def test_a_run_without_an_sft_value_has_no_gain():
     runs = pd.DataFrame([run("a", "m|full", 0), run("b", "m|full", 1)])
     hist = history({"a": {"eval/task/accuracy": [None, 0.5, 0.6]}, "b": {"eval/task/accuracy": [0.1, 0.2, 0.4]}})

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from srscale.analysis.stats import Estimate, mean_ci, wilson
+from srscale.analysis.stats import Estimate, difference_bounds, mean_ci, metric_bounds, wilson
 
 T_975_2 = 4.302652729749464  # Student t, 97.5% quantile, 2 degrees of freedom
 T_975_1 = 12.706204736174694  # 1 degree of freedom
@@ -51,6 +51,37 @@ def test_missing_values_are_dropped_not_counted():
 def test_identical_seeds_give_a_zero_width_interval():
     e = mean_ci([0.5, 0.5, 0.5])
     assert (e.low, e.mean, e.high) == (0.5, 0.5, 0.5)
+
+
+def test_an_interval_is_cut_to_the_metrics_range_and_its_mean_kept():
+    values = [0.95, 0.99, 1.0]  # t interval about [0.91, 1.04]
+    free, cut = mean_ci(values), mean_ci(values, bounds=(0.0, 1.0))
+    assert free.high > 1 and cut.high == 1.0
+    assert (cut.mean, cut.low, cut.sd) == (free.mean, free.low, free.sd)
+    low = mean_ci([0.0, 0.0, 0.06], bounds=(0.0, 1.0))
+    assert low.low == 0.0 and low.high == pytest.approx(0.02 + T_975_2 * math.sqrt(0.0012) / math.sqrt(3))
+    assert mean_ci([-5.0, 5.0], bounds=(0.0, None)).low == 0.0  # open upper bound: only the lower cut
+    assert mean_ci([-5.0, 5.0], bounds=(0.0, None)).high == pytest.approx(T_975_1 * math.sqrt(50) / math.sqrt(2))
+
+
+@pytest.mark.parametrize(("name", "bounds"), [
+    ("eval/rm/pairwise_accuracy", (0.0, 1.0)), ("eval/task/repeat/accuracy", (0.0, 1.0)),
+    ("eval/rm/parse_rate", (0.0, 1.0)), ("iter/parse_failure_rate", (0.0, 1.0)),
+    ("eval/rm/pairwise_chance", (0.0, 1.0)), ("eval/rm/pairwise_p", (0.0, 1.0)),
+    ("gate/probe/tripped", (0.0, 1.0)), ("iter/dpo_reward_accuracy", (0.0, 1.0)),
+    ("eval/lm_eval/arc_easy/acc_norm,none", (0.0, 1.0)), ("eval/lm_eval/gsm8k/exact_match,strict-match", (0.0, 1.0)),
+    ("eval/rm/spearman_per_prompt", (-1.0, 1.0)), ("eval/rm/kendall_pooled", (-1.0, 1.0)),
+    ("cost/total/flops", (0.0, None)), ("cost/cumulative/wall_s", (0.0, None)),
+    ("eval/lm_eval/arc_easy/acc_stderr,none", (None, None)), ("iter/dpo_reward_margin", (None, None)),
+    ("eval/mtbench/score", (None, None)), ("sft/loss", (None, None)),
+])
+def test_metric_bounds_follow_the_names_srscale_logs(name, bounds):
+    assert metric_bounds(name) == bounds
+
+
+def test_a_gain_of_a_fraction_lies_in_minus_one_to_one():
+    assert difference_bounds((0.0, 1.0)) == (-1.0, 1.0)
+    assert difference_bounds((0.0, None)) == (None, None)
 
 
 def test_wilson_at_the_edges():

@@ -9,7 +9,8 @@ Pure functions on the frames of :class:`srscale.analysis.study.Study`. Definitio
   k > T (the first T iterations all passed); ``disqualified`` otherwise; None when the run has no
   ``gate_outcome`` tag.
 - Runs with the same ``config_id`` differ only by seed; every statistic over them is per
-  ``(config_id, T, metric, step)``: mean with a Student-t 95% interval (:func:`stats.mean_ci`).
+  ``(config_id, T, metric, step)``: mean with a Student-t 95% interval (:func:`stats.mean_ci`), cut to
+  the metric's range (:func:`stats.metric_bounds`; a gain's range is the difference of two values).
 - The *gain over SFT* of a metric at step t is ``value(t) - value(0)`` within each run, then averaged
   over seeds; it is paired with the cumulative cost at step t (``cost/cumulative/flops``).
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from srscale.analysis.stats import mean_ci, wilson
+from srscale.analysis.stats import UNBOUNDED, difference_bounds, mean_ci, metric_bounds, wilson
 
 CONFIG_COLUMNS = ["config_id", "config_label", "model", "lora", "lora_r", "protocol", "params"]
 ROW_COLUMNS = ["run_id", "config_id", "seed", "T", "outcome", "metric", "step", "value"]
@@ -78,12 +79,13 @@ def expand(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     return rows[ROW_COLUMNS].reset_index(drop=True)
 
 
-def _estimates(grouped, keys: list[str], column: str, prefix: str = "") -> pd.DataFrame:
-    """One row per group: the keys, then mean/low/high (named with ``prefix``), n and sd of ``column``."""
+def _estimates(grouped, keys: list[str], column: str, prefix: str = "", bounds=lambda key: UNBOUNDED) -> pd.DataFrame:
+    """One row per group: the keys, then mean/low/high (named with ``prefix``), n and sd of ``column``;
+    ``bounds(key)`` is the range the group's interval is cut to."""
     names = ("mean", "low", "high") if not prefix else (prefix, f"{prefix}_low", f"{prefix}_high")
     records = []
     for key, values in grouped[column]:
-        e = mean_ci(values.tolist())
+        e = mean_ci(values.tolist(), bounds=bounds(key))
         records.append({**dict(zip(keys, key, strict=True)),
                         names[0]: e.mean, names[1]: e.low, names[2]: e.high, "n": e.n, "sd": e.sd})
     return pd.DataFrame(records, columns=[*keys, *names, "n", "sd"])
@@ -94,7 +96,9 @@ def summarize(rows: pd.DataFrame, keys: Sequence[str] = ("config_id", "T", "metr
     keys = list(keys)
     if rows.empty:
         return pd.DataFrame(columns=[*keys, *SUMMARY_COLUMNS[4:]])
-    return _estimates(rows.groupby(keys, sort=True), keys, "value")
+    at = keys.index("metric") if "metric" in keys else None
+    return _estimates(rows.groupby(keys, sort=True), keys, "value",
+                      bounds=lambda key: UNBOUNDED if at is None else metric_bounds(key[at]))
 
 
 def pass_rates(variants: pd.DataFrame) -> pd.DataFrame:
@@ -126,8 +130,10 @@ def gains(rows: pd.DataFrame, metric: str, cost_metric: str = CUMULATIVE_FLOPS) 
         return pd.DataFrame(columns=GAIN_COLUMNS)
     keys = ["config_id", "T", "step"]
     grouped = gain.groupby(keys, sort=True)
-    out = _estimates(grouped, keys, "gain", "gain").drop(columns=["sd"])
-    cost_est = _estimates(grouped, keys, "cost", "cost").drop(columns=["n", "sd"])
+    out = _estimates(grouped, keys, "gain", "gain", bounds=lambda key: difference_bounds(metric_bounds(metric)))
+    out = out.drop(columns=["sd"])
+    cost_est = _estimates(grouped, keys, "cost", "cost", bounds=lambda key: metric_bounds(cost_metric))
+    cost_est = cost_est.drop(columns=["n", "sd"])
     return out.merge(cost_est, on=keys)[GAIN_COLUMNS]
 
 

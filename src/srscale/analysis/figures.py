@@ -18,6 +18,7 @@ from srscale.analysis.aggregate import Tables, final_rows, largest_variant
 
 TASK = "eval/task/accuracy"
 JUDGE = "eval/rm/pairwise_accuracy"
+JUDGE_CHANCE = "eval/rm/pairwise_chance"
 PARSE_FAILURES = "iter/parse_failure_rate"
 CHOSEN_LEN, REJECTED_LEN = "iter/chosen_len_mean", "iter/rejected_len_mean"
 MTBENCH = "eval/mtbench/score"
@@ -84,11 +85,22 @@ def _plot_points(ax, frame: pd.DataFrame, x: str, rates: dict[str, float], label
                    linewidths=1.5)
 
 
-def _params_range(ax, tables: Tables) -> None:
-    """Every configuration's size in view (the disqualified crosses too), the same on every panel."""
+def _log_x(ax) -> None:
+    """A log x axis labelled on the decades only (minor labels overlap on a range of a few decades)."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _params_axis(ax, tables: Tables) -> None:
+    """A log parameters axis with every configuration's size in view (the disqualified crosses too),
+    the same on every panel."""
+    _log_x(ax)
     sizes = tables.configs["params"].dropna()
     if len(sizes):
         ax.set_xlim(sizes.min() / 1.6, sizes.max() * 1.6)
+    ax.set_xlabel("parameters")
 
 
 def _no_params(frame: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -113,10 +125,8 @@ def pass_rate_figure(tables: Tables):
         for _, r in grp.iterrows():
             ax.annotate(f"{r['passed']}/{r['n']}", (r["params"], r["rate"]), fontsize=7, xytext=(4, -10),
                         textcoords="offset points")
-    ax.set_xscale("log")
-    _params_range(ax, tables)
+    _params_axis(ax, tables)
     ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("parameters")
     ax.set_ylabel("gate pass rate (seeds)")
     ax.set_title("Who can judge: gate pass rate (95% Wilson interval)")
     ax.legend(fontsize=8)
@@ -124,8 +134,11 @@ def pass_rate_figure(tables: Tables):
     return fig
 
 
-def stage_metric_figure(tables: Tables, metric: str, title: str | None = None):
-    """``metric`` against parameters at SFT and after each iteration; one panel per LoRA setting / protocol."""
+def stage_metric_figure(tables: Tables, metric: str, title: str | None = None, reference: str | None = None,
+                        reference_label: str = "chance"):
+    """``metric`` against parameters at SFT and after each iteration; one panel per LoRA setting /
+    protocol. ``reference`` (e.g. the judge's chance level) is drawn dashed per stage, in its colour."""
+    refs = largest_variant(tables.summary[tables.summary["metric"] == reference]) if reference else None
     data = largest_variant(tables.summary[tables.summary["metric"] == metric])
     if data.empty:
         raise NoData(f"no finished run logged {metric}")
@@ -146,10 +159,13 @@ def stage_metric_figure(tables: Tables, metric: str, title: str | None = None):
             at = sub[sub["step"] == step]
             if not at.empty:
                 _plot_points(ax, at, "params", rates, stage_name(step), color)
+            ref = None if refs is None else refs[refs["config_id"].isin(at["config_id"]) & (refs["step"] == step)]
+            if ref is not None and not ref.empty:
+                ref = ref.sort_values("params")
+                ax.plot(ref["params"], ref["mean"], color=color, ls="--", lw=1, alpha=0.8,
+                        label=f"{reference_label} ({stage_name(step)})")
         _mark_disqualified(ax, tables, set(sub["config_id"]), tables.configs[config_series == panel])
-        ax.set_xscale("log")
-        _params_range(ax, tables)
-        ax.set_xlabel("parameters")
+        _params_axis(ax, tables)
         ax.set_title(panel, fontsize=10)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(metric)
@@ -177,7 +193,7 @@ def gain_figure(tables: Tables, metrics: Sequence[str] = (TASK, JUDGE)):
                 ax.annotate(f"t={int(r['step'])}", (r["cost"], r["mean"]), fontsize=6, xytext=(3, 3),
                             textcoords="offset points")
         ax.axhline(0, color="grey", lw=0.8)
-        ax.set_xscale("log")
+        _log_x(ax)
         ax.set_xlabel("cumulative FLOPs (SFT + probe + iterations)")
         ax.set_ylabel(f"gain over SFT: {metric}")
         ax.legend(fontsize=7)
@@ -282,10 +298,8 @@ def benchmark_figure(tables: Tables):
         for (series, final), grp in sub.groupby(["series", "final"], sort=True):
             _plot_points(ax, grp, "params", rates, f"{series} {'final' if final else 'SFT'}", colors[series],
                          ls="-" if final else ":")
-        ax.set_xscale("log")
-        _params_range(ax, tables)
+        _params_axis(ax, tables)
         ax.set_title(metric.removeprefix("eval/"), fontsize=9)
-        ax.set_xlabel("parameters")
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)

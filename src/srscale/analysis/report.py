@@ -37,7 +37,8 @@ KEY_METRICS = [
 FIGURES: list[tuple[str, str, Callable[[Tables], object]]] = [
     ("gate_pass_rate", "Gate pass rate against parameters", F.pass_rate_figure),
     ("judge_accuracy", "Held-out judge pairwise accuracy against parameters, per stage",
-     lambda t: F.stage_metric_figure(t, F.JUDGE, "Judge: held-out pairwise accuracy")),
+     lambda t: F.stage_metric_figure(t, F.JUDGE, "Judge: held-out pairwise accuracy (dashed: its chance level)",
+                                     reference=F.JUDGE_CHANCE)),
     ("task_accuracy", "Task accuracy against parameters, per stage",
      lambda t: F.stage_metric_figure(t, F.TASK, "Task accuracy (held-out prompts, checker-graded)")),
     ("gain_vs_compute", "Gain over SFT against cumulative compute", F.gain_figure),

@@ -43,6 +43,20 @@ if os.environ.get("PYTHONPATH"):
 HF_HOME = tempfile.mkdtemp(prefix="srscale-tests-hf-")
 os.environ["HF_HOME"] = HF_HOME
 
+# The suite runs in parallel workers (pytest-xdist; pyproject's addopts): each worker, and each CLI job
+# it starts, takes its share of the cores, so two workers on two cores do not spin four OpenMP threads.
+MAX_WORKERS = 4  # each CLI job holds about 1 GB; more workers gain little on the CPU-bound jobs
+CORES = len(os.sched_getaffinity(0)) or 1
+WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
+THREADS_PER_WORKER = max(1, CORES // WORKERS)
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS_PER_WORKER)  # before any test module imports torch
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: one worker per core, at most :data:`MAX_WORKERS`."""
+    return max(1, min(CORES, MAX_WORKERS))
+
 
 def pytest_unconfigure(config) -> None:
     shutil.rmtree(HF_HOME, ignore_errors=True)
@@ -100,13 +114,21 @@ def merged(*override_lists: list[str]) -> list[str]:
 def env(tmp_path_factory) -> dict:
     """The environment of a CLI job in a test: the isolated one, offline, with a session cache of
     built models, MLflow's default store (in the job's working directory) and the CPU only."""
-    cache = tmp_path_factory.mktemp("cache")
+    # Parallel workers share one cache (their base temp folders sit in one folder): each built model is
+    # built once per test run, not once per worker (concurrent builds are safe: srscale.tinymodel).
+    if WORKERS > 1:
+        cache = tmp_path_factory.getbasetemp().parent / "cache"
+        cache.mkdir(exist_ok=True)
+    else:
+        cache = tmp_path_factory.mktemp("cache")
     base = {k: v for k, v in os.environ.items() if not _isolated(k)}
     # The CLI under test is this checkout's, whatever srscale is installed.
     entries = [p for p in base.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(REPO / "src")]
     pythonpath = os.pathsep.join([str(REPO / "src"), *entries])
+    # SRSCALE_PARALLEL_JOBS: the job shares the cores with the other workers' jobs (srscale.resources).
     return {**base, "PYTHONPATH": pythonpath, "HF_HOME": HF_HOME, "SRSCALE_CACHE": str(cache),
-            "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": "", "CUDA_VISIBLE_DEVICES": ""}
+            "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": "", "CUDA_VISIBLE_DEVICES": "",
+            "SRSCALE_PARALLEL_JOBS": str(WORKERS)}
 
 
 @pytest.fixture(scope="session")

@@ -245,6 +245,8 @@ def test_report_folder_has_figures_tables_and_one_page(logged_report):
     assert html.count("<img ") == len(analysis.FIGURES) and "<table>" in html and "0.67 [0.21, 0.94]" in html
     assert {p.name for p in out.glob("*.csv")} == {"runs.csv", "summary.csv", "pass_rates.csv", "gains.csv"}
     assert "eval/lm_eval/arc_easy/acc_stderr" in (out / "summary.csv").read_text()
+    assert "| its chance level | judge acc. over chance (paired) |" in md
+    assert "eval/rm/pairwise_over_chance" in (out / "summary.csv").read_text()
 
 
 def test_report_is_logged_as_a_run_that_tables_skip(store, logged_report):

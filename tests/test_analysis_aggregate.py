@@ -17,6 +17,7 @@ from srscale.analysis.aggregate import (
     run_variants,
     summarize,
     variant_outcome,
+    with_derived,
 )
 from srscale.analysis.study import lora_rank, parse_variants, run_record
 
@@ -169,6 +170,24 @@ def test_intervals_stop_at_the_range_each_metric_can_take():
     g = gains(rows, "eval/rm/parse_rate").set_index("step")  # per seed -0.95, +0.01, 0: t gives [-1.68, 1.05]
     assert (g.loc[1, "gain_low"], g.loc[1, "gain_high"]) == (-1.0, 1.0)  # a gain of a fraction lies in [-1, 1]
     assert g.loc[1, "gain"] == pytest.approx(-0.94 / 3)
+
+
+def test_the_judges_margin_over_chance_is_paired_within_each_run():
+    runs = pd.DataFrame([run(k, "m|full", i) for i, k in enumerate("abc")])
+    hist = history({"a": {"eval/rm/pairwise_accuracy": [0.57, 0.60], "eval/rm/pairwise_chance": [0.38, 0.40]},
+                    "b": {"eval/rm/pairwise_accuracy": [0.41, None], "eval/rm/pairwise_chance": [0.26, 0.30]},
+                    "c": {"eval/rm/pairwise_accuracy": [0.20, 0.30]}})  # no chance level logged: no margin
+    derived = with_derived(hist)
+    margin = derived[derived["metric"] == "eval/rm/pairwise_over_chance"].set_index(["run_id", "step"])["value"]
+    assert margin.to_dict() == {("a", 0): pytest.approx(0.19), ("a", 1): pytest.approx(0.20),
+                                ("b", 0): pytest.approx(0.15)}
+    assert len(derived) == len(hist) + 3  # the logged rows are kept as they were
+    s = Tables.from_frames(runs, hist).summary.set_index(["metric", "step"])
+    at_sft = s.loc[("eval/rm/pairwise_over_chance", 0)]
+    assert at_sft["n"] == 2 and at_sft["mean"] == pytest.approx(0.17)
+    # the paired interval: t over the two margins 0.19 and 0.15 (sd 0.0283), not over the two means
+    assert at_sft["high"] - at_sft["mean"] == pytest.approx(12.706204736174694 * 0.04 / math.sqrt(2) / math.sqrt(2))
+    assert with_derived(hist.iloc[0:0]).empty
 
 
 def test_a_run_without_an_sft_value_has_no_gain():

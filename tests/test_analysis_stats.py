@@ -70,7 +70,7 @@ def test_an_interval_is_cut_to_the_metrics_range_and_its_mean_kept():
     ("eval/rm/pairwise_chance", (0.0, 1.0)), ("eval/rm/pairwise_p", (0.0, 1.0)),
     ("gate/probe/tripped", (0.0, 1.0)), ("iter/dpo_reward_accuracy", (0.0, 1.0)),
     ("eval/lm_eval/arc_easy/acc_norm,none", (0.0, 1.0)), ("eval/lm_eval/gsm8k/exact_match,strict-match", (0.0, 1.0)),
-    ("eval/rm/spearman_per_prompt", (-1.0, 1.0)), ("eval/rm/kendall_pooled", (-1.0, 1.0)),
+    ("eval/rm/spearman_per_prompt", (-1.0, 1.0)), ("eval/rm/pairwise_over_chance", (-1.0, 1.0)), ("eval/rm/kendall_pooled", (-1.0, 1.0)),
     ("cost/total/flops", (0.0, None)), ("cost/cumulative/wall_s", (0.0, None)),
     ("eval/lm_eval/arc_easy/acc_stderr,none", (None, None)), ("iter/dpo_reward_margin", (None, None)),
     ("eval/mtbench/score", (None, None)), ("sft/loss", (None, None)),

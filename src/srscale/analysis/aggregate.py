@@ -31,6 +31,10 @@ SUMMARY_COLUMNS = ["config_id", "T", "metric", "step", "mean", "low", "high", "n
 PASS_COLUMNS = ["config_id", "T", "n", "passed", "rate", "low", "high"]
 GAIN_COLUMNS = ["config_id", "T", "step", "gain", "gain_low", "gain_high", "n", "cost", "cost_low", "cost_high"]
 CUMULATIVE_FLOPS = "cost/cumulative/flops"
+# Metrics the tables derive per run and step as a difference of two logged ones (name: (minuend, subtrahend)).
+# The judge's margin over its own chance level, taken within each seed, is the paired test of "above
+# chance": seeds differ in both, so the two means' intervals overlap where every seed is well above it.
+DERIVED = {"eval/rm/pairwise_over_chance": ("eval/rm/pairwise_accuracy", "eval/rm/pairwise_chance")}
 
 _ITER_STAGE = re.compile(r"iter_(\d+)")
 
@@ -54,6 +58,21 @@ def configs(runs: pd.DataFrame) -> pd.DataFrame:
     first["seeds"] = grouped["seed"].apply(lambda s: tuple(sorted(x for x in s if pd.notna(x))))
     first["n_runs"] = grouped.size()
     return first.reset_index().sort_values(["params", "config_label"], na_position="last").reset_index(drop=True)
+
+
+def with_derived(history: pd.DataFrame, derived: dict[str, tuple[str, str]] = DERIVED) -> pd.DataFrame:
+    """``history`` plus each :data:`DERIVED` metric at every (run, step) that logged both of its parts."""
+    if history.empty:
+        return history
+    frames = [history]
+    for name, (a, b) in derived.items():
+        wide = history[history["metric"].isin([a, b])].pivot_table(index=["run_id", "step"], columns="metric",
+                                                                   values="value", aggfunc="last")
+        if a not in wide.columns or b not in wide.columns:
+            continue
+        diff = (wide[a] - wide[b]).dropna().rename("value").reset_index()
+        frames.append(diff.assign(metric=name)[history.columns])
+    return pd.concat(frames, ignore_index=True)
 
 
 def run_variants(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
@@ -168,6 +187,7 @@ class Tables:
     @classmethod
     def from_frames(cls, runs: pd.DataFrame, history: pd.DataFrame) -> Tables:
         config_table = configs(runs)
+        history = with_derived(history)
         variants = run_variants(runs, history)
         rows = expand(runs, history)
         order = ["params", "config_label", "T"]

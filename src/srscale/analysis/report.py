@@ -27,6 +27,7 @@ KEY_METRICS = [
     (F.TASK, "task accuracy"),
     (F.JUDGE, "judge pairwise acc."),
     ("eval/rm/pairwise_chance", "its chance level"),
+    ("eval/rm/pairwise_over_chance", "judge acc. over chance (paired)"),
     ("eval/rm/parse_rate", "judge parse rate"),
     (F.PARSE_FAILURES, "parse failures"),
     (F.CHOSEN_LEN, "chosen length"),

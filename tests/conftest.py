@@ -58,19 +58,6 @@ def pytest_xdist_auto_num_workers(config) -> int:
     return max(1, min(CORES, MAX_WORKERS))
 
 
-# The files whose tests run command-line jobs, longest first (measured 2026-12-04, in one process): the
-# workers take files in collection order, so starting with these keeps one long file from ending last.
-LONGEST_FILES = ("test_pipeline.py", "test_resume.py", "test_protocols.py", "test_launchers.py",
-                 "test_distributed.py", "test_sweep_status.py", "test_tracking_server.py",
-                 "test_analysis_sweep.py", "test_vllm_sampler.py")
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """Run :data:`LONGEST_FILES` first, in that order; every other file after them, as collected."""
-    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
-
-
 def pytest_unconfigure(config) -> None:
     shutil.rmtree(HF_HOME, ignore_errors=True)
 

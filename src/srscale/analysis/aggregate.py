@@ -34,7 +34,8 @@ CUMULATIVE_FLOPS = "cost/cumulative/flops"
 # Metrics the tables derive per run and step as a difference of two logged ones (name: (minuend, subtrahend)).
 # The judge's margin over its own chance level, taken within each seed, is the paired test of "above
 # chance": seeds differ in both, so the two means' intervals overlap where every seed is well above it.
-DERIVED = {"eval/rm/pairwise_over_chance": ("eval/rm/pairwise_accuracy", "eval/rm/pairwise_chance")}
+JUDGE_OVER_CHANCE = "eval/rm/pairwise_over_chance"
+DERIVED = {JUDGE_OVER_CHANCE: ("eval/rm/pairwise_accuracy", "eval/rm/pairwise_chance")}
 
 _ITER_STAGE = re.compile(r"iter_(\d+)")
 

@@ -18,7 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from srscale.analysis import figures as F
-from srscale.analysis.aggregate import CUMULATIVE_FLOPS, Tables, final_rows, largest_variant
+from srscale.analysis.aggregate import (
+    CUMULATIVE_FLOPS,
+    JUDGE_OVER_CHANCE,
+    Tables,
+    final_rows,
+    largest_variant,
+)
 from srscale.analysis.stats import Estimate
 from srscale.analysis.study import REPORT_TAG, Study, load_study
 
@@ -26,8 +32,8 @@ from srscale.analysis.study import REPORT_TAG, Study, load_study
 KEY_METRICS = [
     (F.TASK, "task accuracy"),
     (F.JUDGE, "judge pairwise acc."),
-    ("eval/rm/pairwise_chance", "its chance level"),
-    ("eval/rm/pairwise_over_chance", "judge acc. over chance (paired)"),
+    (F.JUDGE_CHANCE, "its chance level"),
+    (JUDGE_OVER_CHANCE, "judge acc. over chance (paired)"),
     ("eval/rm/parse_rate", "judge parse rate"),
     (F.PARSE_FAILURES, "parse failures"),
     (F.CHOSEN_LEN, "chosen length"),

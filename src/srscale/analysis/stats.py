@@ -26,8 +26,9 @@ _CORRELATION_STARTS = ("spearman", "kendall")
 def metric_bounds(name: str) -> Bounds:
     """The range a metric can take, read from its name: [0, 1] for fractions (``.../accuracy``,
     ``..._rate``, ``.../pairwise_chance``, ``.../pairwise_p``, ...), [-1, 1] for rank correlations
-    (``spearman_*``, ``kendall_*``) and margins over chance (``*_over_chance``), [0, inf) for ``cost/*``; anything else is unbounded. lm-eval's
-    ``acc,none`` style names are read without the filter after the comma."""
+    (``spearman_*``, ``kendall_*``) and margins over chance (``*_over_chance``), [0, inf) for
+    ``cost/*``; anything else is unbounded. lm-eval's ``acc,none`` style names are read without the
+    filter after the comma."""
     last = str(name).rsplit("/", 1)[-1].split(",", 1)[0]
     if last.endswith("_over_chance"):  # a fraction minus its chance level
         return (-1.0, 1.0)

@@ -19,8 +19,9 @@ stopping). Rows per workload:
   ``--loop-items`` prompts: its rate is what is compared).
 
 Rates are generated tokens per second (end tokens included), so rows that sample different lengths
-compare fairly. Every row runs once per repeat, in an order rotated each repeat; min / median / max
-are over repeats and ratios are of medians. vLLM's start-up (worker process + engine) is printed
+compare fairly. Every row runs once per repeat, in an order rotated each repeat, on that repeat's own
+texts (fresh for every repeat, as each judging call of a job is: no prompt is served from vLLM's
+prefix cache by an earlier repeat); min / median / max are over repeats and ratios are of medians. vLLM's start-up (worker process + engine) is printed
 apart: a job pays it once. The CPU threads of both backends are the same (``--threads``).
 """
 
@@ -52,19 +53,30 @@ def default_model(cache_dir: str) -> tuple[str, str]:
     return str(ensure_tiny_model("tiny", TinyArchConfig(**tiny), cache_dir, (template,))), template
 
 
-def workloads(tok, template: str, prompts: int, judge_items: int) -> dict:
+def workloads(tok, template: str, prompts: int, judge_items: int, sets: int = 1) -> dict:
+    """Per workload: ``sets`` disjoint lists of texts (one for the warm-up, one per repeat), the
+    sampling parameters, and whether the call is gated.
+
+    Every repeat gets texts no earlier call has seen, as every judging call of a job does: vLLM's
+    prefix cache then shares only what a job's calls share (the chat template and the judge rubric),
+    not whole prompts cached by the previous repeat."""
     from srscale.config import SuiteSizes
     from srscale.judging import build_judge_prompt
     from srscale.sampling import SamplingParams, render_chat, user_turn
     from srscale.suite.build import build_suite
 
-    sizes = SuiteSizes(ift=1, eft=0, seed_pairs=judge_items, eft_eval=0, heldout=0, seed_prompts=prompts, probe=0)
+    sizes = SuiteSizes(ift=1, eft=0, seed_pairs=judge_items * sets, eft_eval=0, heldout=0,
+                       seed_prompts=prompts * sets, probe=0)
     suite = build_suite(sizes, seed=0, judge_template=template)
-    cand = [render_chat(tok, user_turn(r["prompt"])) for r in suite.seed_prompts[:prompts]]
+    cand = [render_chat(tok, user_turn(r["prompt"])) for r in suite.seed_prompts[:prompts * sets]]
     judge = [render_chat(tok, user_turn(build_judge_prompt(template, r["prompt"], r["chosen" if i % 2 else "rejected"])))
-             for i, r in enumerate(suite.seed_pairs[:judge_items])]
-    return {"candidates": (cand, SamplingParams(40, 0.7, 0.9, n=4), False),
-            "judging": (judge, SamplingParams(96, 0.7, 0.9, n=3), True)}
+             for i, r in enumerate(suite.seed_pairs[:judge_items * sets])]
+    if len(set(cand)) < len(cand) or len(set(judge)) < len(judge):
+        raise SystemExit("the suite repeated a prompt: the repeats would not see fresh texts")
+    return {"candidates": ([cand[i * prompts:(i + 1) * prompts] for i in range(sets)],
+                           SamplingParams(40, 0.7, 0.9, n=4), False),
+            "judging": ([judge[i * judge_items:(i + 1) * judge_items] for i in range(sets)],
+                        SamplingParams(96, 0.7, 0.9, n=3), True)}
 
 
 # ------------------------------------------------------------------------------ the rows
@@ -265,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         path = str(args.model)
     tok = load_tokenizer(ModelConfig(name="tiny", source="hub", hub_id=path), path)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
-    work = workloads(tok, template, args.prompts, args.judge_items)
+    work = workloads(tok, template, args.prompts, args.judge_items, sets=args.repeats + 1)
     work = {k: v for k, v in work.items() if k in args.workloads.split(",")}
     load_before = load()
 
@@ -298,13 +310,14 @@ def main(argv: list[str] | None = None) -> None:
     # Warm-up: one small call per row, so first-call costs do not land in the first repeat.
     for fn in rows.values():
         for texts, params, gated in work.values():
-            fn(texts[:2], params, gated, 0)
+            fn(texts[0][:2], params, gated, 0)
 
     results: dict[str, dict[str, list[tuple[float, float]]]] = {w: {name: [] for name in rows} for w in work}
     names = list(rows)
     for r in range(args.repeats):
         order = names[r % len(names):] + names[:r % len(names)]
-        for wname, (texts, params, gated) in work.items():
+        for wname, (sets, params, gated) in work.items():
+            texts = sets[r + 1]  # this repeat's own texts, the same for every row
             for name in order:
                 pid = engine._proc.proc.pid if engine is not None and name == "srscale vllm" else None
                 c, t = cpu_seconds(pid), time.perf_counter()

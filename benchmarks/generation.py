@@ -255,6 +255,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--vllm-python", default=None, help="vLLM venv's python (default: .venv-vllm of the checkout)")
     ap.add_argument("--vllm-eager", choices=("auto", "yes", "no"), default="auto")
     ap.add_argument("--vllm-chunk", type=int, default=64, help="generation.vllm_chunk_sequences (gated calls)")
+    ap.add_argument("--vllm-block-size", type=int, default=None,
+                    help="generation.vllm_block_size (default: srscale's, 32 on the CPU)")
+    ap.add_argument("--vllm-exact-top-p", action="store_true",
+                    help="generation.vllm_fast_top_p=false: vLLM's own top-p (a sort of the vocabulary per step)")
     ap.add_argument("--workloads", default="candidates,judging")
     ap.add_argument("--cache-dir", default=os.environ.get("SRSCALE_CACHE", str(Path.home() / ".cache" / "srscale")))
     args = ap.parse_args(argv)
@@ -295,9 +299,12 @@ def main(argv: list[str] | None = None) -> None:
         eager = {"auto": None, "yes": True, "no": False}[args.vllm_eager]
         t = time.perf_counter()
         engine = VLLMEngine(path, tok, python=python, dtype="float32", max_model_len=512 + 96, threads=threads,
-                            enforce_eager=eager, cpu_kv_cache_gib=1, chunk_sequences=args.vllm_chunk, log_path=Path("/tmp") / "srscale-bench-vllm.log")
+                            enforce_eager=eager, cpu_kv_cache_gib=1, chunk_sequences=args.vllm_chunk,
+                            block_size=args.vllm_block_size, fast_top_p=not args.vllm_exact_top_p, log_path=Path("/tmp") / "srscale-bench-vllm.log")
         vs = engine.sampler(None)
         started = time.perf_counter() - t
+        notes.append(f"vLLM {engine.version}: block size {engine.engine_args.get('block_size', 'default')}, "
+                     f"top-p from candidates: {engine.fast_top_p}")
         notes.append(f"vLLM {engine.version} start-up: {started:.1f} s (" + ", ".join(
             f"{e['event']} {e['s']:.1f} s" for e in engine.timings) + "), paid once per job; log: "
             f"{engine.log_path}")

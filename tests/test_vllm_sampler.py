@@ -95,6 +95,9 @@ def test_engine_args_follow_the_job() -> None:
     assert "max_model_len" not in lora and "enable_chunked_prefill" not in lora
     assert engine_args("/m", enforce_eager=True)["enforce_eager"] is True
     assert engine_args("/m", quantization="bitsandbytes")["quantization"] == "bitsandbytes"
+    # KV blocks: 32 tokens on the CPU (prefixes are shared in whole blocks), vLLM's default on a GPU
+    assert full["block_size"] == 32 and engine_args("/m", block_size=64)["block_size"] == 64
+    assert "block_size" not in lora and engine_args("/m", cuda=True, block_size=16)["block_size"] == 16
 
 
 def test_worker_env_has_its_own_python_paths_and_bound_threads() -> None:
@@ -188,14 +191,76 @@ def test_generation_config_validates_vllm_fields() -> None:
 
     assert GenerationConfig(backend="vllm").vllm_release == "auto"
     for bad in ({"vllm_release": "nap"}, {"vllm_chunk_sequences": 0}, {"vllm_max_model_len": 0},
-                {"vllm_cpu_kv_cache_gib": 0}):
+                {"vllm_cpu_kv_cache_gib": 0}, {"vllm_block_size": 0}):
         with pytest.raises(ConfigError, match="generation.vllm_"):
             GenerationConfig(backend="vllm", **bad)
 
 
+# ------------------------------------------------------------------------------ top-p on the CPU
+def _nucleus_by_sorting(logits, p):
+    """The top-p rule written out with a full sort (vLLM's definition): a token is masked when it and
+    every less likely token hold at most ``1 - p``; the most likely token always stays."""
+    import torch
+
+    probs = logits.softmax(dim=-1)
+    order = probs.argsort(dim=-1)  # least likely first
+    below = probs.gather(1, order).cumsum(dim=-1)
+    masked_sorted = below <= (1 - p).unsqueeze(1)
+    masked_sorted[:, -1] = False
+    masked = torch.zeros_like(masked_sorted).scatter_(1, order, masked_sorted)
+    return logits.masked_fill(masked, float("-inf"))
+
+
+def _random_logits(seed: int, rows: int = 29):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    vocab = int(torch.randint(65, 4000, (1,), generator=g))
+    scale = torch.rand(rows, 1, generator=g) * 12  # rows from nearly flat to sharply peaked
+    p = torch.rand(rows, generator=g).clamp(0.05, 1.0)
+    p[0], p[1] = 1.0, 0.999
+    return torch.randn(rows, vocab, generator=g) * scale, p
+
+
+def test_top_p_from_candidates_keeps_the_nucleus_a_full_sort_keeps() -> None:
+    import torch
+
+    from srscale.vllm_worker import TOP_P_CANDIDATES, top_p_from_candidates
+
+    calls = []
+
+    def exact(logits, k, p):  # stands in for vLLM's function on the rows the candidates do not cover
+        calls.append(logits.shape[0])
+        assert k is None
+        return _nucleus_by_sorting(logits, p)
+
+    shortcut_rows = 0
+    for seed in range(40):
+        logits, p = _random_logits(seed)
+        want = _nucleus_by_sorting(logits, p)
+        given = logits.clone()
+        got = top_p_from_candidates(given, p, exact)
+        assert got is given  # in place, as vLLM's own
+        assert torch.equal(got, want), seed
+        top = logits.softmax(dim=-1).topk(TOP_P_CANDIDATES, dim=-1).values.sum(dim=-1)
+        shortcut_rows += int((top > p + 1e-5).sum())
+    assert 0 < shortcut_rows < 40 * 29 and sum(calls) == 40 * 29 - shortcut_rows  # both paths exercised
+
+
+def test_fast_top_p_is_not_installed_without_vllm() -> None:
+    from srscale.vllm_worker import install_fast_top_p
+
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        assert install_fast_top_p() is False
+    else:  # pragma: no cover - srscale's own environment has no vLLM
+        pytest.skip("vllm is importable in this environment")
+
+
 # ------------------------------------------------------------------------------ the worker's protocol
 class _Echo:
-    def start(self, args):
+    def start(self, args, fast_top_p=True):
         return {"start_s": 0.0, "got": args}
 
     def generate(self, prompts, seeds, params, lora=None):
@@ -465,6 +530,46 @@ def test_full_weights_are_switched_in_place_and_back(engine, tok, built: Path, v
     assert sum(t["event"] == "start" for t in engine.timings) == 1
 
 
+_AGAINST_VLLM = """
+import importlib.util, sys, torch
+spec = importlib.util.spec_from_file_location("worker", sys.argv[1])
+worker = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(worker)
+from vllm.v1.sample.ops import topk_topp_sampler as ops
+exact = ops.apply_top_k_top_p
+g = torch.Generator().manual_seed(0)
+differ = 0
+for trial in range(60):
+    vocab = int(torch.randint(65, 5000, (1,), generator=g))
+    logits = torch.randn(37, vocab, generator=g) * torch.rand(37, 1, generator=g) * 12
+    p = torch.rand(37, generator=g).clamp(0.05, 1.0)
+    p[0], p[1] = 1.0, 0.999
+    want = exact(logits.clone(), None, p.clone())
+    differ += not torch.equal(worker.top_p_from_candidates(logits.clone(), p.clone(), exact), want)
+assert worker.install_fast_top_p() and ops.apply_top_k_top_p is not exact
+assert ops.apply_top_k_top_p.srscale_fast_top_p and worker.install_fast_top_p()  # once only
+print("differ", differ)
+"""
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_top_p_from_candidates_equals_vllms_own_top_p() -> None:
+    worker = REPO / "src" / "srscale" / "vllm_worker.py"
+    out = subprocess.run([str(VLLM_PYTHON), "-c", _AGAINST_VLLM, str(worker)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["differ", "0"]
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_the_cpu_engine_takes_top_p_from_candidates(engine) -> None:
+    engine.sampler(None)  # started
+    assert engine.fast_top_p is True and engine.engine_args["block_size"] == 32
+    assert "top-p from the 64 most likely tokens: True" in engine.log_path.read_text()
+
+
 @needs_vllm
 @pytest.mark.slow
 def test_a_model_vllm_cannot_load_is_one_line(tmp_path: Path, tok) -> None:
@@ -512,6 +617,7 @@ def test_the_jobs_engine_follows_its_config(tmp_path: Path) -> None:
     assert engine._args["max_model_len"] == 700  # 512 + the largest budget (512), capped at the positions
     assert engine._args["dtype"] == "float32" and engine._args["seed"] == cfg.seed
     assert engine._env["threads"] == 1 and engine._args["quantization"] is None
+    assert engine._args["block_size"] is None and engine.fast_top_p is True  # defaults: 32 on the CPU, shortcut on
     cfg.lora = LoraConfig(enabled=False)
     cfg.generation = GenerationConfig(backend="vllm", vllm_python=str(python), vllm_max_model_len=300)
     full = vllm_engine(cfg, tmp_path / "base", tokenizer=None)

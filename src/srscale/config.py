@@ -414,6 +414,12 @@ class GenerationConfig:
     vllm_release: str = "auto"
     vllm_chunk_sequences: int = 64  # sequences per request when the gate may stop generation
     vllm_cpu_kv_cache_gib: int = 2  # CPU build: memory for the KV cache (VLLM_CPU_KVCACHE_SPACE)
+    # Tokens per KV-cache block (prefixes are shared in whole blocks). None: 32 on the CPU (vLLM's CPU
+    # default, 128, shares less of the judge rubric), vLLM's own default on a GPU.
+    vllm_block_size: int | None = None
+    # CPU only: top-p from the 64 most likely tokens when they hold the nucleus, instead of sorting the
+    # vocabulary every step (the same tokens are kept; srscale.vllm_worker.top_p_from_candidates).
+    vllm_fast_top_p: bool = True
 
     def __post_init__(self) -> None:
         _choice("generation.backend", self.backend, ("hf", "vllm"))
@@ -421,6 +427,8 @@ class GenerationConfig:
         _choice("generation.vllm_release", self.vllm_release, ("auto", "sleep", "restart", "keep"))
         _positive("generation.vllm_chunk_sequences", self.vllm_chunk_sequences)
         _positive("generation.vllm_cpu_kv_cache_gib", self.vllm_cpu_kv_cache_gib)
+        if self.vllm_block_size is not None:
+            _positive("generation.vllm_block_size", self.vllm_block_size)
         if self.vllm_max_model_len is not None:
             _positive("generation.vllm_max_model_len", self.vllm_max_model_len)
         if self.torch_threads is not None:

@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-baselines", action="store_true", help="skip the raw generate and per-prompt loop rows")
     ap.add_argument("--vllm-python", default=None, help="vLLM venv's python (default: .venv-vllm of the checkout)")
     ap.add_argument("--vllm-eager", choices=("auto", "yes", "no"), default="auto")
-    ap.add_argument("--vllm-chunk", type=int, default=64, help="generation.vllm_chunk_sequences (gated calls)")
+    ap.add_argument("--vllm-chunk", type=int, default=None,
+                    help="generation.vllm_chunk_sequences (gated calls; default: one engine batch, max_num_seqs)")
     ap.add_argument("--vllm-block-size", type=int, default=None,
                     help="generation.vllm_block_size (default: srscale's, 32 on the CPU)")
     ap.add_argument("--vllm-exact-top-p", action="store_true",
@@ -333,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
                 results[wname][name].append((tokens / dt, tokens / max(dc, 1e-9)))
                 print(f"  repeat {r + 1}/{args.repeats} {wname:<10} {name:<16} {tokens:6d} tokens {dt:7.2f} s "
                       f"{tokens / dt:7.0f} tok/s  (cpu {dc:6.2f} s)", flush=True)
+    chunk = args.vllm_chunk or (engine.max_num_seqs if engine is not None else None)
     if engine is not None:
         engine.close()
 
@@ -341,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
           f"load average before {load_before}, after {load()}")
     print(f"model: {path}")
     print(f"candidates: {args.prompts} prompts x N=4, 40 new tokens; judging: {args.judge_items} judge "
-          f"prompts x K=3, 96 new tokens, in requests of {args.vllm_chunk} sequences on vLLM; per-prompt "
+          f"prompts x K=3, 96 new tokens, in requests of {chunk} sequences on vLLM; per-prompt "
           f"loop on {args.loop_items} prompts")
     for note in notes:
         print(note)

@@ -63,9 +63,14 @@ def test_the_gate_trips_at_the_same_item_under_any_batch_size(tokenizer, batch_s
 
 def test_without_a_gate_every_item_is_judged_in_order(tokenizer) -> None:
     items, replies = _items("xoxo" * 5)
-    result = judge_items(_sampler(tokenizer, replies, 3), JUDGE, items, samples=2, seed=0)
+    sampler = _sampler(tokenizer, replies, 3)
+    callbacks, generate = [], sampler.generate
+    sampler.generate = lambda *a, **k: callbacks.append(k.get("on_result")) or generate(*a, **k)
+    result = judge_items(sampler, JUDGE, items, samples=2, seed=0)
     assert [(r["item"], r["sample"]) for r in result.records] == [(i, k) for i in range(20) for k in range(2)]
+    assert [r["score"] is None for r in result.records] == [c == "x" for c in "xoxo" * 5 for _ in range(2)]
     assert result.truncated_rate() == 0.0 and result.input_truncated() == 0
+    assert callbacks == [None]  # nothing can stop it, so the engine gets one unchunked call
 
 
 def test_a_judgment_cut_by_the_budget_is_counted_as_truncated(tokenizer) -> None:

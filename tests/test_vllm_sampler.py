@@ -567,6 +567,7 @@ def test_top_p_from_candidates_equals_vllms_own_top_p() -> None:
 def test_the_cpu_engine_takes_top_p_from_candidates(engine) -> None:
     engine.sampler(None)  # started
     assert engine.fast_top_p is True and engine.engine_args["block_size"] == 32
+    assert engine.max_num_seqs == 256  # vLLM's CPU batch: the request size of gated calls unless configured
     assert "top-p from the 64 most likely tokens: True" in engine.log_path.read_text()
 
 
@@ -618,6 +619,7 @@ def test_the_jobs_engine_follows_its_config(tmp_path: Path) -> None:
     assert engine._args["dtype"] == "float32" and engine._args["seed"] == cfg.seed
     assert engine._env["threads"] == 1 and engine._args["quantization"] is None
     assert engine._args["block_size"] is None and engine.fast_top_p is True  # defaults: 32 on the CPU, shortcut on
+    assert engine.chunk_sequences is None  # gated requests: one engine batch
     cfg.lora = LoraConfig(enabled=False)
     cfg.generation = GenerationConfig(backend="vllm", vllm_python=str(python), vllm_max_model_len=300)
     full = vllm_engine(cfg, tmp_path / "base", tokenizer=None)

@@ -412,7 +412,9 @@ class GenerationConfig:
     vllm_enforce_eager: bool | None = None
     # What the engine does before a training stage: auto = sleep on CUDA, keep on the CPU | sleep | restart | keep
     vllm_release: str = "auto"
-    vllm_chunk_sequences: int = 64  # sequences per request when the gate may stop generation
+    # Sequences per request when the gate may stop generation (it stops within one request of the trip).
+    # None: one batch of vLLM's scheduler (its max_num_seqs: 256 on the CPU, 256-1024 on GPUs).
+    vllm_chunk_sequences: int | None = None
     vllm_cpu_kv_cache_gib: int = 2  # CPU build: memory for the KV cache (VLLM_CPU_KVCACHE_SPACE)
     # Tokens per KV-cache block (prefixes are shared in whole blocks). None: 32 on the CPU (vLLM's CPU
     # default, 128, shares less of the judge rubric), vLLM's own default on a GPU.
@@ -425,7 +427,8 @@ class GenerationConfig:
         _choice("generation.backend", self.backend, ("hf", "vllm"))
         _unit("generation.vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization, open_low=True)
         _choice("generation.vllm_release", self.vllm_release, ("auto", "sleep", "restart", "keep"))
-        _positive("generation.vllm_chunk_sequences", self.vllm_chunk_sequences)
+        if self.vllm_chunk_sequences is not None:
+            _positive("generation.vllm_chunk_sequences", self.vllm_chunk_sequences)
         _positive("generation.vllm_cpu_kv_cache_gib", self.vllm_cpu_kv_cache_gib)
         if self.vllm_block_size is not None:
             _positive("generation.vllm_block_size", self.vllm_block_size)

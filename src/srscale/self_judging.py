@@ -54,8 +54,14 @@ def judge_items(sampler: Sampler, judge_cfg, items: list[tuple[str, str]], *, sa
                 return True  # the trip: this item's later samples and every later item are never judged
         return False
 
-    results = sampler.generate(judge_texts(sampler, judge_cfg.template, items), params, seed=seed, desc=desc,
-                               on_result=on_result, max_input_tokens=max_input_tokens)
+    texts = judge_texts(sampler, judge_cfg.template, items)
+    if gate is None:  # nothing can stop early: one call, which an engine may batch as it likes (vLLM: unchunked)
+        results = sampler.generate(texts, params, seed=seed, desc=desc, max_input_tokens=max_input_tokens)
+        for i, completions in enumerate(results):
+            on_result(i, completions)
+    else:
+        results = sampler.generate(texts, params, seed=seed, desc=desc, on_result=on_result,
+                                   max_input_tokens=max_input_tokens)
     return JudgeResult(records, TokenCount().add(results))
 
 

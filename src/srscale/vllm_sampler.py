@@ -228,6 +228,11 @@ def chunk_ranges(n_texts: int, chunk: int | None) -> list[range]:
     return [range(s, min(s + step, n_texts)) for s in range(0, n_texts, max(step, 1))]
 
 
+# Sequences per request with a callback that may stop generation, where neither the config nor the
+# engine says (vLLM reports its scheduler's max_num_seqs: 256 on the CPU, 256 to 1024 on GPUs).
+DEFAULT_CHUNK = 256
+
+
 def texts_per_chunk(chunk_sequences: int, n: int) -> int:
     """Texts per chunk so that a chunk holds about ``chunk_sequences`` sequences (at least one text)."""
     return max(1, chunk_sequences // n)
@@ -360,7 +365,7 @@ class VLLMEngine:
     def __init__(self, base_path: str | Path, tokenizer, *, lora_rank: int | None = None,
                  python: str | Path | None = None, log_path: str | Path | None = None, dtype: str = "auto",
                  max_model_len: int | None = None, seed: int = 0, gpu_memory_utilization: float = 0.85,
-                 enforce_eager: bool | None = None, release: str = "auto", chunk_sequences: int = 64,
+                 enforce_eager: bool | None = None, release: str = "auto", chunk_sequences: int | None = None,
                  threads: int | None = None, cpu_kv_cache_gib: int = 2, in_process: bool = True,
                  trust_remote_code: bool = False, revision: str | None = None, quantization: str | None = None,
                  block_size: int | None = None, fast_top_p: bool = True):
@@ -373,7 +378,7 @@ class VLLMEngine:
         self.log_path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"srscale-vllm-{os.getpid()}.log"
         self.release_mode = release
         resolve_release(release, False)  # validate now
-        self.chunk_sequences = chunk_sequences
+        self.chunk_sequences = chunk_sequences  # None: one batch of the engine's scheduler (max_num_seqs)
         if max_model_len is None:
             max_model_len = model_positions(self.base_path)
         self._args = {"dtype": dtype, "seed": seed, "max_model_len": max_model_len, "lora_rank": lora_rank,
@@ -387,6 +392,7 @@ class VLLMEngine:
         self._weights: str | None = None  # directory of the full weights the engine holds
         self._lora_ids: dict[tuple[str, int], int] = {}
         self.max_model_len: int | None = None
+        self.max_num_seqs: int | None = None  # sequences one scheduler step may hold (after start)
         self.engine_args: dict = {}  # the vllm.LLM keywords of the running engine
         self.timings: list[dict] = []
 
@@ -435,6 +441,7 @@ class VLLMEngine:
         self._started, self._weights, self.engine_args = True, weights, args
         self.fast_top_p = bool(reply.get("fast_top_p"))
         self.max_model_len = reply.get("max_model_len") or self._args["max_model_len"]
+        self.max_num_seqs = reply.get("max_num_seqs")
         self.timings.append({"event": "start", "s": time.perf_counter() - t})
 
     def _reload(self, weights: str) -> None:
@@ -533,7 +540,7 @@ class VLLMSampler:
 
     def __init__(self, engine: VLLMEngine, source: str | Path | None, chunk_sequences: int | None = None):
         self.engine, self.source = engine, source
-        self.chunk_sequences = chunk_sequences or engine.chunk_sequences
+        self.chunk_sequences = chunk_sequences  # None: the engine's
         self.tokenizer = engine.tokenizer
         self.version = engine.version
 
@@ -557,7 +564,8 @@ class VLLMSampler:
                         sum(cut), len(cut), fit, engine.max_model_len, params.max_new_tokens)
         stops = stop_token_ids(tok)
         vparams = vllm_sampling_params(params, stops)
-        chunk = None if on_result is None else texts_per_chunk(self.chunk_sequences, params.n)
+        per_request = self.chunk_sequences or engine.chunk_sequences or engine.max_num_seqs or DEFAULT_CHUNK
+        chunk = None if on_result is None else texts_per_chunk(per_request, params.n)
         delivery = InOrderDelivery(len(texts), on_result)
         bar = tqdm(total=len(texts) * params.n, desc=desc, leave=False)
         try:

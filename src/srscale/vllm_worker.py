@@ -138,8 +138,10 @@ class Server:
         print(f"srscale: top-p from the {TOP_P_CANDIDATES} most likely tokens: {fast}", file=sys.stderr)
         t = time.perf_counter()
         self.llm = self.vllm.LLM(**args)
+        scheduler = getattr(getattr(self.llm.llm_engine, "vllm_config", None), "scheduler_config", None)
         return {"start_s": time.perf_counter() - t, "fast_top_p": fast,
-                "max_model_len": int(self.llm.llm_engine.model_config.max_model_len)}
+                "max_model_len": int(self.llm.llm_engine.model_config.max_model_len),
+                "max_num_seqs": getattr(scheduler, "max_num_seqs", None)}
 
     def _engine(self):
         if self.llm is None:

@@ -8,7 +8,8 @@ attention refuses the default ``tiny_300k``'s head size of 16).
     python benchmarks/generation.py --job outputs/default # time per stage of a finished job
 
 Workloads (the default run's settings): *candidates*, seed-pool prompts x N=4 at T 0.7, top-p 0.9,
-40 new tokens; *judging*, filled ``judge=short`` prompts (suite prompts and responses) x K=3 at
+40 new tokens; *judging*, 128 filled ``judge=short`` prompts (suite prompts and responses: as many as
+a default run judges per call, 32 prompts x N=4 candidates) x K=3 at
 T 0.7, top-p 0.9, 96 new tokens, through an ``on_result`` callback as the gate uses it (never
 stopping). Rows per workload:
 
@@ -247,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", type=Path, help="a saved full-weights model (e.g. a job's sft/model) instead of M0")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--prompts", type=int, default=32, help="candidate prompts (x N=4)")
-    ap.add_argument("--judge-items", type=int, default=32, help="judged responses (x K=3)")
+    ap.add_argument("--judge-items", type=int, default=128,
+                    help="judged responses (x K=3; the default run judges 32 prompts x N=4 = 128 per call)")
     ap.add_argument("--loop-items", type=int, default=8, help="prompts the per-prompt loop runs on")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads of both backends (default: all usable)")
     ap.add_argument("--backends", default="hf,vllm", help="srscale rows: hf, vllm or both")

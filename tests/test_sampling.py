@@ -11,6 +11,8 @@ tokenizer, never a backend's internals.
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,15 +37,39 @@ def hf_backend(model_dir: Path, batch_size: int) -> Sampler:
     return HFSampler(model, tok, batch_size)
 
 
-BACKENDS = [pytest.param(hf_backend, id="hf")]
+REPO = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = Path(os.environ.get("SRSCALE_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
+_VLLM_ENGINES: dict[str, object] = {}  # model directory -> engine, closed when the module ends
+
+
+def vllm_backend(model_dir: Path, batch_size: int) -> Sampler:
+    from srscale.config import ModelConfig
+    from srscale.models import load_tokenizer
+    from srscale.vllm_sampler import VLLMEngine, VLLMSampler
+
+    engine = _VLLM_ENGINES.get(str(model_dir))
+    if engine is None:
+        tok = load_tokenizer(ModelConfig(name="random", source="hub", hub_id=str(model_dir)), str(model_dir))
+        # Eager (no torch.compile at start-up) and one thread: the tests check outputs, not speed.
+        engine = VLLMEngine(model_dir, tok, python=VLLM_PYTHON, dtype="float32", max_model_len=256,
+                            enforce_eager=True, threads=1, cpu_kv_cache_gib=1, log_path=model_dir / "vllm_worker.log")
+        _VLLM_ENGINES[str(model_dir)] = engine
+    return VLLMSampler(engine, None, chunk_sequences=batch_size)
+
+
+BACKENDS = [pytest.param(hf_backend, id="hf"),
+            pytest.param(vllm_backend, id="vllm", marks=[pytest.mark.slow, pytest.mark.skipif(
+                not VLLM_PYTHON.is_file(), reason=f"vLLM venv not found at {VLLM_PYTHON}: run scripts/setup_vllm.sh")])]
 
 SAMPLE = SamplingParams(max_new_tokens=24, temperature=0.7, top_p=0.9, n=3)
 GREEDY = SamplingParams(max_new_tokens=24, temperature=0.0)
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return sampler_models.build_random_llama(tmp_path_factory.mktemp("sampler_model"))
+def model_dir(tmp_path_factory) -> Iterator[Path]:
+    yield sampler_models.build_random_llama(tmp_path_factory.mktemp("sampler_model"))
+    while _VLLM_ENGINES:
+        _VLLM_ENGINES.popitem()[1].close()
 
 
 @pytest.fixture(params=BACKENDS)

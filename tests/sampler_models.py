@@ -1,4 +1,5 @@
-"""A tiny random Llama saved like a hub snapshot, and templated texts, for the sampler tests.
+"""A tiny random Llama saved like a hub snapshot, and templated texts, for the sampler tests; and
+where those tests find vLLM's venv.
 
 Its weights are drawn large (``initializer_range`` 0.4, so attention and positions change the
 outputs: a loop that fed wrong positions or a wrong cache would be caught), its output layer scaled up
@@ -9,8 +10,13 @@ about a second; no network.
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
+
+VLLM_PYTHON = Path(os.environ.get("SRSCALE_VLLM_PYTHON",
+                                  Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"))
+NO_VLLM = f"vLLM venv not found at {VLLM_PYTHON}: run scripts/setup_vllm.sh"
 
 WORDS = ("the a one two three model answer question score points user judge good bad write list name "
          "story short long count words letters number sum of and is are was").split()

@@ -11,7 +11,6 @@ tokenizer, never a backend's internals.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,8 +36,6 @@ def hf_backend(model_dir: Path, batch_size: int) -> Sampler:
     return HFSampler(model, tok, batch_size)
 
 
-REPO = Path(__file__).resolve().parents[1]
-VLLM_PYTHON = Path(os.environ.get("SRSCALE_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
 _VLLM_ENGINES: dict[str, object] = {}  # model directory -> engine, closed when the module ends
 
 
@@ -51,7 +48,7 @@ def vllm_backend(model_dir: Path, batch_size: int) -> Sampler:
     if engine is None:
         tok = load_tokenizer(ModelConfig(name="random", source="hub", hub_id=str(model_dir)), str(model_dir))
         # Eager (no torch.compile at start-up) and one thread: the tests check outputs, not speed.
-        engine = VLLMEngine(model_dir, tok, python=VLLM_PYTHON, dtype="float32", max_model_len=256,
+        engine = VLLMEngine(model_dir, tok, python=sampler_models.VLLM_PYTHON, dtype="float32", max_model_len=256,
                             enforce_eager=True, threads=1, cpu_kv_cache_gib=1, log_path=model_dir / "vllm_worker.log")
         _VLLM_ENGINES[str(model_dir)] = engine
     return VLLMSampler(engine, None, chunk_sequences=batch_size)
@@ -59,7 +56,7 @@ def vllm_backend(model_dir: Path, batch_size: int) -> Sampler:
 
 BACKENDS = [pytest.param(hf_backend, id="hf"),
             pytest.param(vllm_backend, id="vllm", marks=[pytest.mark.slow, pytest.mark.skipif(
-                not VLLM_PYTHON.is_file(), reason=f"vLLM venv not found at {VLLM_PYTHON}: run scripts/setup_vllm.sh")])]
+                not sampler_models.VLLM_PYTHON.is_file(), reason=sampler_models.NO_VLLM)])]
 
 SAMPLE = SamplingParams(max_new_tokens=24, temperature=0.7, top_p=0.9, n=3)
 GREEDY = SamplingParams(max_new_tokens=24, temperature=0.0)

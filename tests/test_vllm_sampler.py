@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from sampler_models import NO_VLLM, VLLM_PYTHON
 from srscale.errors import SrscaleError
 from srscale.sampling import Completion, SamplingParams, render_chat, stop_token_ids, user_turn
 from srscale.vllm_sampler import (
@@ -36,7 +37,6 @@ from srscale.vllm_sampler import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-VLLM_PYTHON = Path(os.environ.get("SRSCALE_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
 
 
 # ------------------------------------------------------------------------------ pure helpers
@@ -315,8 +315,7 @@ def test_engine_without_a_vllm_venv_says_how_to_make_one(tmp_path: Path) -> None
 
 
 # ------------------------------------------------------------------------------ the real engine
-needs_vllm = pytest.mark.skipif(not VLLM_PYTHON.is_file(),
-                                reason=f"vLLM venv not found at {VLLM_PYTHON}: run scripts/setup_vllm.sh")
+needs_vllm = pytest.mark.skipif(not VLLM_PYTHON.is_file(), reason=NO_VLLM)
 
 PROMPTS = ["What is 2 + 3?", "Name a colour.", "Write the word cat three times.", "Add 10 and 4.",
            "Say yes.", "Count to five, then back to one, then say done."]
@@ -366,7 +365,7 @@ def variants(built: Path, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def engine(built: Path, tok, tmp_path_factory):
     if not VLLM_PYTHON.is_file():
-        pytest.skip(f"vLLM venv not found at {VLLM_PYTHON}: run scripts/setup_vllm.sh")
+        pytest.skip(NO_VLLM)
     from srscale.vllm_sampler import VLLMEngine
 
     # Eager: no torch.compile at start-up (20 to 50 s here); the tests check outputs, not speed.
